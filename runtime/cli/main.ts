@@ -1,0 +1,83 @@
+#!/usr/bin/env node
+import { Command, InvalidArgumentError } from 'commander';
+import { VERSION } from '../version.js';
+import { runCommand } from './run.js';
+import { configCheckCommand, configSchemaCommand } from './config.js';
+import { simulateCommand } from './simulate.js';
+import { benchCommand } from './bench.js';
+import { modelsListCommand } from './models.js';
+
+/** Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or arguments. */
+const program = new Command('vigil')
+  .description('Edge inference runtime for industrial gateways')
+  .version(VERSION)
+  .showHelpAfterError();
+
+const int = (name: string, min: number) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be an integer >= ${min}`);
+  return n;
+};
+const num = (name: string, min: number) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n) || n < min) throw new InvalidArgumentError(`${name} must be a number >= ${min}`);
+  return n;
+};
+
+program
+  .command('run')
+  .description('Run the daemon with a config file')
+  .requiredOption('-c, --config <file>', 'YAML config file')
+  .action(async (opts: { config: string }) => runCommand(opts.config));
+
+program
+  .command('simulate')
+  .description('Simulated cameras + the daemon + an embedded MQTT broker, with embedded defaults')
+  .option('-d, --duration <seconds>', 'stop after this many seconds (default: until Ctrl-C)', num('--duration', 1))
+  .option('--frames <n>', 'stop once each camera has sent this many frames (exactly repeatable runs)', int('--frames', 1))
+  .option('-s, --seed <n>', 'seed of the simulated world; the same seed gives the same frames', int('--seed', 0), 42)
+  .option('-r, --report <file>', 'write the JSON summary here')
+  .option('--fps <n>', 'frames per second of the main (folder) camera', num('--fps', 0.1), 10)
+  .option('--http-fps <n>', 'frames per second of the second (HTTP) camera; 0 disables it', num('--http-fps', 0), 2)
+  .option('--defect-rate <r>', 'share of frames that carry a defect', num('--defect-rate', 0), 0.2)
+  .option('--width <px>', 'frame width', int('--width', 16), 640)
+  .option('--height <px>', 'frame height', int('--height', 16), 480)
+  .option('--model <dir>', 'model package to run (default: the shipped int8 ONNX defect model)')
+  .option('--mqtt-port <port>', 'port of the embedded broker (another free one is used if taken)', int('--mqtt-port', 0), 1883)
+  .option('--http-port <port>', 'port of the ops HTTP server', int('--http-port', 0), 8470)
+  .option('--data-dir <dir>', 'where the store and camera folder go (default: a fresh temporary folder)')
+  .option('--quiet', 'no live line per alert')
+  .option('--log-level <level>', 'daemon log level (logs go to stderr)', 'warn')
+  .action(async (opts) => simulateCommand(opts));
+
+const config = program.command('config').description('Check or describe configuration files');
+config
+  .command('check')
+  .description('Validate a config file; prints every problem as `path: message`')
+  .argument('<file>', 'YAML config file')
+  .action(async (file: string) => configCheckCommand(file));
+config
+  .command('schema')
+  .description('Print the JSON Schema of the config file')
+  .action(() => configSchemaCommand());
+
+const models = program.command('models').description('Model packages');
+models
+  .command('list')
+  .description('List model packages in a folder (default: the shipped models/)')
+  .argument('[dir]', 'folder to search')
+  .action(async (dir?: string) => modelsListCommand(dir));
+
+program
+  .command('bench')
+  .description('Measure inference and end-to-end latency; writes a Markdown + JSON summary')
+  .option('-n, --iterations <n>', 'inference iterations per engine', int('--iterations', 10), 300)
+  .option('--duration <seconds>', 'seconds per end-to-end run', num('--duration', 1), 20)
+  .option('--out <file>', 'write the JSON results here')
+  .option('--python <path>', 'Python with onnxruntime for the baseline (default: the models venv, else python3)')
+  .action(async (opts) => benchCommand(opts));
+
+program.parseAsync(process.argv).catch((err: unknown) => {
+  console.error(err instanceof Error ? err.message : String(err));
+  process.exit(1);
+});

@@ -1,0 +1,57 @@
+import { loadConfigFile } from '../config/load.js';
+import { Daemon } from '../daemon.js';
+import { ConfigError, VigilError, errorMessage } from '../errors.js';
+import { createLogger } from '../log.js';
+
+/** `vigil run --config FILE`: the daemon, until SIGTERM or SIGINT. */
+export async function runCommand(file: string): Promise<void> {
+  let loaded;
+  try {
+    loaded = await loadConfigFile(file);
+  } catch (err) {
+    if (err instanceof ConfigError) for (const i of err.issues) console.error(`${i.path}: ${i.message}`);
+    console.error(err instanceof ConfigError ? `${file}: invalid configuration, not starting` : errorMessage(err));
+    process.exit(2);
+  }
+  const log = createLogger({ level: loaded.config.log.level });
+  // A stray rejection in some listener is a bug to log, not a reason to stop inspecting parts.
+  process.on('unhandledRejection', (reason) => {
+    log.error({ err: errorMessage(reason) }, `unhandled promise rejection: ${errorMessage(reason)}`);
+  });
+  // After an uncaught exception the process state is unknown: log, and exit for the supervisor
+  // (systemd) to restart us; the store is consistent because every write is a transaction.
+  process.on('uncaughtException', (err) => {
+    log.fatal({ err: errorMessage(err), stack: err.stack }, `uncaught exception: ${errorMessage(err)}`);
+    log.flush();
+    process.exit(1);
+  });
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start(loaded, log);
+  } catch (err) {
+    log.fatal({ code: err instanceof VigilError ? err.code : undefined, err: errorMessage(err) }, errorMessage(err));
+    log.flush();
+    console.error(`vigil could not start: ${errorMessage(err)}`);
+    process.exit(1);
+  }
+  let signals = 0;
+  const shutdown = (signal: string) => {
+    if (++signals > 1) {
+      log.warn({ signal }, 'second signal: exiting now');
+      process.exit(1);
+    }
+    log.info({ signal }, 'stopping');
+    daemon.stop().then(
+      () => {
+        log.flush();
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err: errorMessage(err) }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}

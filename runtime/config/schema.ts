@@ -1,0 +1,211 @@
+import { z } from 'zod';
+
+/**
+ * The one schema of Vigil's YAML config: the single source of every setting's type, default and
+ * description. Types are inferred from it; docs/CONFIG.md is generated from it
+ * (`vigil config schema`); unknown keys are rejected so that a misspelt key never silently falls
+ * back to a default.
+ */
+
+const name = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]*$/, 'use letters, digits, dash and underscore, starting with a letter or digit');
+
+const port = z.number().int().min(0).max(65535);
+
+const Listen = z.strictObject({
+  host: z.string().default('127.0.0.1').describe('Address to listen on; 0.0.0.0 for every interface'),
+  port: port.describe('TCP port; 0 picks a free one'),
+});
+
+export const CameraFolderSource = z
+  .strictObject({
+    type: z.literal('camera-folder'),
+    path: z.string().min(1).describe('Folder the camera drops image files into (FTP/SMB target)'),
+    extensions: z
+      .array(z.string().regex(/^\.[a-z0-9]+$/, 'a lower-case extension with its dot, like .jpg'))
+      .default(['.jpg', '.jpeg', '.png'])
+      .describe('File extensions taken as frames; other files are ignored'),
+    stableMs: z
+      .number()
+      .int()
+      .min(0)
+      .default(150)
+      .describe('A file counts as complete once its size has not changed for this long'),
+    afterRead: z
+      .enum(['delete', 'keep'])
+      .default('delete')
+      .describe('What to do with a frame file once it has been read'),
+    maxFileBytes: z.number().int().positive().default(32 * 1024 * 1024).describe('Larger files are refused'),
+  })
+  .describe('Frames dropped as files into a watched folder');
+
+export const CameraHttpSource = z
+  .strictObject({
+    type: z.literal('camera-http'),
+    listen: Listen.default({ host: '127.0.0.1', port: 8471 }).describe('Where the ingest endpoint listens'),
+    path: z
+      .string()
+      .regex(/^\/[A-Za-z0-9/_-]*$/)
+      .default('/frames')
+      .describe('POST JPEG or PNG bytes here (Content-Type image/jpeg or image/png)'),
+    maxBodyBytes: z.number().int().positive().default(32 * 1024 * 1024).describe('Larger bodies get 413'),
+  })
+  .describe('Frames POSTed over HTTP');
+
+export const SourceConfig = z.discriminatedUnion('type', [CameraFolderSource, CameraHttpSource]);
+export type SourceConfig = z.infer<typeof SourceConfig>;
+
+export const ModelConfig = z.strictObject({
+  package: z.string().min(1).describe('Folder of the model package (vigil.json + model file), relative to the config file'),
+  onnx: z
+    .strictObject({
+      executionProviders: z
+        .array(z.enum(['cpu', 'webgpu', 'cuda', 'tensorrt', 'dml', 'coreml']))
+        .min(1)
+        .default(['cpu'])
+        .describe('ONNX Runtime execution providers in order of preference; CPU is the last resort'),
+      intraOpThreads: z.number().int().min(0).default(1).describe('Threads per inference; 0 lets ONNX Runtime choose'),
+    })
+    .default({ executionProviders: ['cpu'], intraOpThreads: 1 }),
+  tflite: z
+    .strictObject({
+      threads: z.number().int().min(1).default(1).describe('Threads for the TFLite interpreter'),
+      xnnpack: z.boolean().default(true).describe('Use the XNNPACK CPU delegate'),
+      delegate: z
+        .strictObject({
+          library: z.string().min(1).describe('Path of an external delegate shared library, e.g. libedgetpu.so.1'),
+          options: z.record(z.string(), z.string()).default({}),
+        })
+        .optional()
+        .describe('External delegate for an NPU; replaces XNNPACK'),
+    })
+    .default({ threads: 1, xnnpack: true }),
+  warmupRuns: z.number().int().min(1).default(3).describe('Inferences run on load before the model is ready'),
+});
+export type ModelConfig = z.infer<typeof ModelConfig>;
+
+export const Severity = z.enum(['info', 'warning', 'critical']);
+
+export const PipelineConfig = z.strictObject({
+  sources: z.array(name).min(1).describe('Names of the sources this pipeline reads'),
+  model: name.describe('Name of the model (under models:) this pipeline runs'),
+  budgetMs: z
+    .number()
+    .positive()
+    .default(100)
+    .describe('Latency budget from frame arrival to alert published; frames that cannot make it are dropped'),
+  threshold: z
+    .number()
+    .min(0)
+    .max(1)
+    .optional()
+    .describe('Overrides the alert threshold from the model manifest'),
+  severity: z
+    .record(z.string(), Severity)
+    .default({})
+    .describe('Alert severity per label; labels not listed are "warning"'),
+  publishResults: z.boolean().default(false).describe('Also publish every result on results/<pipeline>'),
+});
+export type PipelineConfig = z.infer<typeof PipelineConfig>;
+
+export const MqttConfig = z.strictObject({
+  url: z.string().regex(/^(mqtts?|wss?|tcp|ssl):\/\//, 'an MQTT URL such as mqtt://host:1883 or mqtts://host:8883').default('mqtt://127.0.0.1:1883'),
+  clientId: z.string().optional().describe('Defaults to vigil-<device id>'),
+  username: z.string().optional(),
+  password: z.string().optional().describe('Or set VIGIL_MQTT_PASSWORD'),
+  topicPrefix: z.string().regex(/^[^#+]+$/, 'no MQTT wildcards').default('vigil'),
+  tls: z
+    .strictObject({
+      ca: z.string().optional().describe('PEM file of the CA that signed the broker certificate'),
+      cert: z.string().optional().describe('Client certificate (PEM) for mutual TLS'),
+      key: z.string().optional().describe('Client key (PEM) for mutual TLS'),
+      rejectUnauthorized: z.boolean().default(true),
+    })
+    .optional(),
+  keepaliveSeconds: z.number().int().min(0).default(30),
+});
+export type MqttConfig = z.infer<typeof MqttConfig>;
+
+export const StoreConfig = z.strictObject({
+  path: z.string().min(1).default('vigil-data/vigil.db').describe('SQLite database file, relative to the config file'),
+  retentionHours: z.number().positive().default(168).describe('Delivered results and alerts older than this are deleted'),
+  maxRows: z.number().int().positive().default(1_000_000).describe('Cap on stored results; the oldest go first'),
+});
+export type StoreConfig = z.infer<typeof StoreConfig>;
+
+export const HttpConfig = z.strictObject({
+  enabled: z.boolean().default(true),
+  host: z.string().default('127.0.0.1'),
+  port: port.default(8470),
+});
+
+export const VigilConfig = z
+  .strictObject({
+    version: z.literal(1).default(1).describe('Config format version'),
+    device: z.strictObject({
+      id: name.describe('This gateway’s id; part of every MQTT topic'),
+      group: name.optional().describe('Device group, for fleet-wide settings'),
+    }),
+    log: z
+      .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .default({ level: 'info' }),
+    http: HttpConfig.default({ enabled: true, host: '127.0.0.1', port: 8470 }),
+    mqtt: MqttConfig.default({
+      url: 'mqtt://127.0.0.1:1883',
+      topicPrefix: 'vigil',
+      keepaliveSeconds: 30,
+    }),
+    store: StoreConfig.default({ path: 'vigil-data/vigil.db', retentionHours: 168, maxRows: 1_000_000 }),
+    models: z.record(name, ModelConfig).describe('Models by name'),
+    sources: z.record(name, SourceConfig).describe('Sources by name'),
+    pipelines: z.record(name, PipelineConfig).describe('Pipelines by name'),
+  })
+  .describe('Vigil configuration');
+export type VigilConfig = z.infer<typeof VigilConfig>;
+
+type Loose = Record<string, unknown>;
+const isObject = (v: unknown): v is Loose => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * Checks between sections (a pipeline's sources and model exist; no two listeners share a port).
+ * Kept outside the schema and tolerant of malformed input so that these problems are reported
+ * together with schema errors, not only once every schema error is fixed.
+ */
+export function referenceIssues(raw: unknown): Array<{ path: string; message: string }> {
+  const issues: Array<{ path: string; message: string }> = [];
+  if (!isObject(raw)) return issues;
+  const sources = isObject(raw.sources) ? raw.sources : {};
+  const models = isObject(raw.models) ? raw.models : {};
+  const pipelines = isObject(raw.pipelines) ? raw.pipelines : {};
+  const list = (o: Loose) => Object.keys(o).join(', ') || 'none';
+  for (const [pname, p] of Object.entries(pipelines)) {
+    if (!isObject(p)) continue;
+    if (Array.isArray(p.sources)) {
+      p.sources.forEach((s, i) => {
+        if (typeof s === 'string' && !(s in sources)) {
+          issues.push({ path: `pipelines.${pname}.sources.${i}`, message: `no source named '${s}' (defined: ${list(sources)})` });
+        }
+      });
+    }
+    if (typeof p.model === 'string' && !(p.model in models)) {
+      issues.push({ path: `pipelines.${pname}.model`, message: `no model named '${p.model}' (defined: ${list(models)})` });
+    }
+  }
+  const ports = new Map<number, string>();
+  const claim = (port: unknown, where: string) => {
+    if (typeof port !== 'number' || port === 0) return;
+    const prev = ports.get(port);
+    if (prev) issues.push({ path: where, message: `port ${port} is already used by ${prev}` });
+    else ports.set(port, where);
+  };
+  const http = isObject(raw.http) ? raw.http : {};
+  if (http.enabled !== false) claim(http.port ?? 8470, 'http.port');
+  for (const [sname, s] of Object.entries(sources)) {
+    if (isObject(s) && s.type === 'camera-http') {
+      const listen = isObject(s.listen) ? s.listen : {};
+      claim(listen.port ?? 8471, `sources.${sname}.listen.port`);
+    }
+  }
+  return issues;
+}

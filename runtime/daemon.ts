@@ -1,0 +1,243 @@
+import { createSource } from '../adapters/index.js';
+import { resolvePath, type LoadedConfig } from './config/load.js';
+import type { Engine, EngineOptions } from './engines/engine.js';
+import { loadEngine } from './engines/load.js';
+import { VigilError, errorMessage } from './errors.js';
+import type { Logger } from './log.js';
+import { startOpsServer, type HealthReport } from './ops/http.js';
+import { Metrics } from './ops/metrics.js';
+import { Pipeline, type PipelineContext, type PipelineStats } from './pipeline/pipeline.js';
+import type { Source } from './pipeline/source.js';
+import { MqttPublisher } from './publish/mqtt-publisher.js';
+import { Store } from './store/store.js';
+import { withDeadline } from './lifecycle.js';
+import { VERSION } from './version.js';
+
+export interface DaemonHooks {
+  onResult?: PipelineContext['onResult'];
+  onAlertPublished?: PipelineContext['onAlertPublished'];
+}
+
+interface LoadedModel {
+  name: string;
+  package: string;
+  engine?: Engine;
+  /** Why the model is not serving, when it is not. */
+  error?: { code: string; message: string };
+}
+
+/**
+ * The composition root: builds every component from the validated config, starts them in
+ * order (ops HTTP, store, models, MQTT, pipelines, sources) and stops them in reverse, each step
+ * with a deadline. Nothing else in the runtime knows about concrete adapters.
+ */
+export class Daemon {
+  readonly metrics = new Metrics();
+  readonly pipelines = new Map<string, Pipeline>();
+  readonly sources = new Map<string, Source>();
+  private readonly models = new Map<string, LoadedModel>();
+  private store: Store | undefined;
+  private publisher: MqttPublisher | undefined;
+  private ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
+  private readonly startedAt = new Date();
+  private stopping: Promise<void> | undefined;
+
+  private constructor(
+    readonly loaded: LoadedConfig,
+    private readonly log: Logger,
+    private readonly hooks: DaemonHooks,
+  ) {}
+
+  get httpUrl(): string | undefined {
+    return this.ops?.url;
+  }
+
+  static async start(loaded: LoadedConfig, log: Logger, hooks: DaemonHooks = {}): Promise<Daemon> {
+    const daemon = new Daemon(loaded, log, hooks);
+    try {
+      await daemon.startAll();
+    } catch (err) {
+      await daemon.stop().catch(() => undefined);
+      throw err;
+    }
+    return daemon;
+  }
+
+  private async startAll(): Promise<void> {
+    const { config } = this.loaded;
+    const log = this.log;
+    log.info({ device: config.device.id, config: this.loaded.file, version: VERSION }, 'vigil starting');
+
+    if (config.http.enabled) {
+      this.ops = await startOpsServer({
+        host: config.http.host,
+        port: config.http.port,
+        log: log.child({ component: 'http' }),
+        registry: this.metrics.registry,
+        health: () => this.health(),
+        api: {
+          status: () => this.status(),
+          alerts: (limit: number) => this.store?.recentAlerts(limit) ?? [],
+        },
+      });
+      log.info({ url: this.ops.url }, `ops HTTP listening on ${this.ops.url}`);
+    }
+
+    const storePath = resolvePath(this.loaded, config.store.path);
+    this.store = Store.open(storePath, config.store, log.child({ component: 'store' }));
+
+    for (const [name, mc] of Object.entries(config.models)) {
+      const options: EngineOptions = {
+        onnx: mc.onnx,
+        tflite: { ...mc.tflite, delegate: mc.tflite.delegate },
+        warmupRuns: mc.warmupRuns,
+      };
+      const pkg = resolvePath(this.loaded, mc.package);
+      // A model that fails to load or verify does not take the gateway down: its pipelines drop
+      // frames as model_unavailable, /readyz says why, and everything else keeps serving.
+      try {
+        const engine = await loadEngine(pkg, options, log.child({ model: name }));
+        this.models.set(name, { name, package: pkg, engine });
+        const m = engine.manifest;
+        this.metrics.modelInfo.set({ model: m.name, version: m.version, backend: engine.backend, provider: engine.provider }, 1);
+        this.metrics.modelReady.set({ model: name }, 1);
+      } catch (err) {
+        const code = err instanceof VigilError ? err.code : 'VIGIL_ERR_MODEL_LOAD';
+        this.models.set(name, { name, package: pkg, error: { code, message: errorMessage(err) } });
+        this.metrics.modelReady.set({ model: name }, 0);
+        this.metrics.modelLoadErrors.inc({ model: name, code });
+        log.error({ model: name, package: pkg, code }, `model ${name} is not serving: ${errorMessage(err)}`);
+      }
+    }
+
+    this.publisher = new MqttPublisher({
+      config: config.mqtt,
+      deviceId: config.device.id,
+      log: log.child({ component: 'mqtt' }),
+      version: VERSION,
+      outbox: this.store,
+      status: () => this.status(),
+    });
+    await this.publisher.start();
+
+    for (const [name, pc] of Object.entries(config.pipelines)) {
+      const model = this.models.get(pc.model)!;
+      this.pipelines.set(
+        name,
+        new Pipeline({
+          name,
+          config: pc,
+          deviceId: config.device.id,
+          engine: () => model.engine,
+          sink: this.store,
+          publisher: this.publisher,
+          metrics: this.metrics,
+          log: log.child({ pipeline: name }),
+          onResult: this.hooks.onResult,
+          onAlertPublished: this.hooks.onAlertPublished,
+        }),
+      );
+    }
+
+    for (const [name, sc] of Object.entries(config.sources)) {
+      const readers = [...this.pipelines.entries()].filter(([pn]) => config.pipelines[pn]!.sources.includes(name));
+      if (readers.length === 0) log.warn({ source: name }, `source ${name} is not read by any pipeline; its frames are ignored`);
+      const slog = log.child({ source: name });
+      const source = createSource(name, sc, {
+        log: slog,
+        emit: (sample) => {
+          this.metrics.framesIn.inc({ source: name });
+          for (const [, p] of readers) p.offer(sample);
+        },
+        reject: (reason, message, origin) => {
+          this.metrics.inputErrors.inc({ source: name, reason });
+          slog.warn({ reason, origin }, `input from ${origin} refused (${reason}): ${message}`);
+        },
+      });
+      this.sources.set(name, source);
+      await source.start(AbortSignal.timeout(30_000));
+    }
+
+    this.retentionTimer = setInterval(() => {
+      try {
+        this.store?.applyRetention(Date.now());
+      } catch (err) {
+        log.warn({ err: errorMessage(err) }, 'retention pass failed');
+      }
+    }, 60_000);
+    this.retentionTimer.unref();
+    // Connection states are polled into gauges rather than pushed, so no component needs to
+    // know about metrics to report them.
+    this.gaugeTimer = setInterval(() => this.updateStateGauges(), 1_000);
+    this.gaugeTimer.unref();
+    this.updateStateGauges();
+    log.info(
+      { pipelines: [...this.pipelines.keys()], sources: [...this.sources.keys()], models: [...this.models.keys()] },
+      'vigil ready',
+    );
+  }
+
+  private retentionTimer: NodeJS.Timeout | undefined;
+  private gaugeTimer: NodeJS.Timeout | undefined;
+
+  private updateStateGauges(): void {
+    this.metrics.mqttConnected.set(this.publisher?.connected() ? 1 : 0);
+    for (const [name, s] of this.sources) this.metrics.sourceUp.set({ source: name, type: s.type }, s.state() === 'up' ? 1 : 0);
+  }
+
+  health(): HealthReport {
+    const models = [...this.models.values()].map((m) => ({
+      name: m.name,
+      package: m.package,
+      model: m.engine?.manifest.name,
+      version: m.engine?.manifest.version,
+      backend: m.engine?.backend,
+      provider: m.engine?.provider,
+      ready: m.engine !== undefined,
+      error: m.error,
+    }));
+    const expected = Object.keys(this.loaded.config.models).length;
+    const sources = [...this.sources.values()].map((s) => ({ name: s.name, type: s.type, state: s.state() }));
+    return {
+      ready: models.length === expected && models.every((m) => m.ready) && this.store !== undefined && this.stopping === undefined,
+      models,
+      sources,
+      mqtt: { connected: this.publisher?.connected() ?? false },
+    };
+  }
+
+  status(): Record<string, unknown> {
+    const pipelines: Record<string, PipelineStats> = {};
+    for (const [n, p] of this.pipelines) pipelines[n] = p.snapshot();
+    return {
+      device: this.loaded.config.device.id,
+      version: VERSION,
+      startedAt: this.startedAt.toISOString(),
+      ...this.health(),
+      pipelines,
+    };
+  }
+
+  /** Reverse order of start; each step bounded so that one stuck component cannot hang shutdown. */
+  stop(): Promise<void> {
+    this.stopping ??= this.stopAll();
+    return this.stopping;
+  }
+
+  private async stopAll(): Promise<void> {
+    const log = this.log;
+    if (this.retentionTimer) clearInterval(this.retentionTimer);
+    if (this.gaugeTimer) clearInterval(this.gaugeTimer);
+    for (const [name, s] of this.sources) await withDeadline(`source ${name}`, s.stop(), 5_000, log);
+    for (const [name, p] of this.pipelines) await withDeadline(`pipeline ${name}`, p.stop(), 5_000, log);
+    if (this.publisher) await withDeadline('mqtt publisher', this.publisher.stop(), 5_000, log);
+    for (const [name, m] of this.models) if (m.engine) await withDeadline(`model ${name}`, m.engine.close(), 5_000, log);
+    try {
+      this.store?.close();
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, 'store close failed');
+    }
+    if (this.ops) await withDeadline('ops HTTP', this.ops.close(), 3_000, log);
+    log.info('vigil stopped');
+  }
+}

@@ -1,0 +1,68 @@
+import { VigilError } from '../errors.js';
+import type { Manifest } from '../model/manifest.js';
+import type { Engine, TensorMap } from './engine.js';
+import { formatShape, shapeSize } from './tensor.js';
+import type { InferenceWorker } from './worker-client.js';
+
+/** An Engine whose runtime lives in an inference worker; shared by the ONNX and TFLite engines. */
+export class WorkerEngine implements Engine {
+  /** Milliseconds the warm-up runs took (0 before warmUp). */
+  warmupMs = 0;
+
+  constructor(
+    readonly manifest: Manifest,
+    readonly backend: 'onnxruntime-node' | 'tflite',
+    readonly provider: string,
+    private readonly worker: InferenceWorker,
+    /** Milliseconds from starting the worker to the model being loaded and checked. */
+    readonly loadMs: number,
+  ) {}
+
+  /** Set when the worker crashed or exited: the engine is dead and must be reloaded. */
+  get failure(): VigilError | undefined {
+    return this.worker.failure;
+  }
+
+  /** Whether the worker thread has ended (after close() or a crash). */
+  get closed(): boolean {
+    return this.worker.exited;
+  }
+
+  async run(inputs: TensorMap): Promise<TensorMap> {
+    const sent = this.manifest.inputs.map((spec) => {
+      const t = inputs[spec.name];
+      if (!t) throw new VigilError('VIGIL_ERR_INFERENCE', `input '${spec.name}' is missing (got ${Object.keys(inputs).join(', ') || 'none'})`);
+      if (!(t.data instanceof Float32Array)) {
+        throw new VigilError('VIGIL_ERR_INFERENCE', `input '${spec.name}' must be float32 in model units; the engine quantizes it`);
+      }
+      if (t.data.length !== shapeSize(spec.shape)) {
+        throw new VigilError(
+          'VIGIL_ERR_INFERENCE',
+          `input '${spec.name}' has ${t.data.length} values, the model takes ${formatShape(spec.shape)} = ${shapeSize(spec.shape)}`,
+        );
+      }
+      return { name: spec.name, data: t.data };
+    });
+    const outputs = await this.worker.run(sent);
+    const result: TensorMap = {};
+    for (const spec of this.manifest.outputs) {
+      result[spec.name] = { dtype: 'float32', shape: [...spec.shape], data: outputs.get(spec.name)! };
+    }
+    return result;
+  }
+
+  /** Runs inferences on zeros so that the first real frame does not pay for lazy allocations. */
+  async warmUp(runs: number): Promise<void> {
+    const started = performance.now();
+    const zeros: TensorMap = {};
+    for (const spec of this.manifest.inputs) {
+      zeros[spec.name] = { dtype: 'float32', shape: [...spec.shape], data: new Float32Array(shapeSize(spec.shape)) };
+    }
+    for (let i = 0; i < runs; i++) await this.run(zeros);
+    this.warmupMs = performance.now() - started;
+  }
+
+  close(): Promise<void> {
+    return this.worker.close();
+  }
+}

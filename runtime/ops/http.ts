@@ -1,0 +1,237 @@
+import { fastify, type FastifyInstance } from 'fastify';
+import type { Registry } from 'prom-client';
+import { VigilError, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+
+/**
+ * The operations HTTP server: liveness, readiness, Prometheus metrics, a small JSON API and a
+ * plain HTML status page. It only reads state through callbacks, so it knows nothing about how
+ * models, sources or the store are built.
+ */
+
+export interface ModelHealth {
+  /** The model's name under `models:` in the config. */
+  name: string;
+  /** Folder of the model package. */
+  package?: string | undefined;
+  /** Name from the package manifest; unknown while the model is not loaded. */
+  model?: string | undefined;
+  version?: string | undefined;
+  backend?: string | undefined;
+  provider?: string | undefined;
+  /** Loaded and warmed up. */
+  ready: boolean;
+  /** Why it is not serving, when it failed to load. */
+  error?: { code: string; message: string } | undefined;
+}
+
+export interface SourceHealth {
+  name: string;
+  type?: string | undefined;
+  /** e.g. 'up', 'starting', 'failed'; free text shown as is. */
+  state: string;
+}
+
+export interface HealthReport {
+  /**
+   * The caller's own verdict (e.g. false while shutting down or while a configured model is
+   * missing). Readiness also requires every listed model to be ready and the store open.
+   */
+  ready?: boolean | undefined;
+  models: ModelHealth[];
+  sources: SourceHealth[];
+  /** Absent means "not reported", taken as open. */
+  store?: { open: boolean } | undefined;
+  /** Reported, but not a readiness condition: alerts wait in the store while the broker is away. */
+  mqtt: { connected: boolean };
+}
+
+export interface ApiHandlers {
+  /** Body of GET /api/v1/status. */
+  status(): unknown;
+  /** Most recent alerts, newest first, at most `limit`. */
+  alerts(limit: number): unknown[] | Promise<unknown[]>;
+}
+
+export interface OpsServerOptions {
+  host: string;
+  port: number;
+  log: Logger;
+  registry: Registry;
+  health: () => HealthReport;
+  api: ApiHandlers;
+  /** Upper bound on close(). */
+  closeTimeoutMs?: number;
+}
+
+export interface OpsServer {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export const DEFAULT_ALERT_LIMIT = 50;
+export const MAX_ALERT_LIMIT = 1000;
+
+/** Ready when the caller says so, every model is loaded and warmed, and the store is open. */
+export function isReady(report: HealthReport): boolean {
+  return report.ready !== false && report.store?.open !== false && report.models.every((m) => m.ready);
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}
+
+function statusPage(report: HealthReport): string {
+  const ready = isReady(report);
+  const rows = (cells: string[][]) =>
+    cells.map((r) => `<tr>${r.map((c) => `<td>${escapeHtml(c)}</td>`).join('')}</tr>`).join('\n');
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="refresh" content="5">
+<title>Vigil status</title>
+<style>
+  body { font-family: system-ui, sans-serif; margin: 2rem; }
+  table { border-collapse: collapse; margin-bottom: 1.5rem; }
+  td, th { border: 1px solid #ccc; padding: 0.25rem 0.75rem; text-align: left; }
+  .ok { color: #0a0; } .bad { color: #c00; }
+</style>
+</head>
+<body>
+<h1>Vigil</h1>
+<p>Ready: <strong class="${ready ? 'ok' : 'bad'}">${ready ? 'yes' : 'no'}</strong> ·
+Store: ${report.store?.open === false ? 'closed' : 'open'} ·
+MQTT: ${report.mqtt.connected ? 'connected' : 'disconnected'}</p>
+<h2>Models</h2>
+<table><tr><th>Name</th><th>Model</th><th>Version</th><th>Backend</th><th>Provider</th><th>Ready</th></tr>
+${rows(
+  report.models.map((m) => [
+    m.name,
+    m.model ?? '-',
+    m.version ?? '-',
+    m.backend ?? '-',
+    m.provider ?? '-',
+    m.ready ? 'yes' : m.error ? `no: ${m.error.message}` : 'no',
+  ]),
+)}
+</table>
+<h2>Sources</h2>
+<table><tr><th>Name</th><th>Type</th><th>State</th></tr>
+${rows(report.sources.map((s) => [s.name, s.type ?? '-', s.state]))}
+</table>
+<p>
+<a href="/healthz">/healthz</a> ·
+<a href="/readyz">/readyz</a> ·
+<a href="/metrics">/metrics</a> ·
+<a href="/api/v1/status">/api/v1/status</a> ·
+<a href="/api/v1/alerts?limit=20">/api/v1/alerts</a>
+</p>
+</body>
+</html>
+`;
+}
+
+function parseLimit(raw: unknown): number | undefined {
+  if (raw === undefined || raw === '') return DEFAULT_ALERT_LIMIT;
+  if (typeof raw !== 'string' || !/^\d+$/.test(raw)) return undefined;
+  const n = Number(raw);
+  return n >= 1 && n <= MAX_ALERT_LIMIT ? n : undefined;
+}
+
+function routes(app: FastifyInstance, options: OpsServerOptions): void {
+  const { health, api, registry } = options;
+
+  // Answering at all proves the process is alive and its event loop turns.
+  app.get('/healthz', async () => ({ status: 'ok', uptimeSeconds: Math.round(process.uptime()) }));
+
+  app.get('/readyz', async (_request, reply) => {
+    const report = health();
+    const ready = isReady(report);
+    reply.code(ready ? 200 : 503);
+    return { status: ready ? 'ready' : 'not ready', ...report, ready };
+  });
+
+  app.get('/metrics', async (_request, reply) => {
+    reply.header('content-type', registry.contentType);
+    return registry.metrics();
+  });
+
+  app.get('/api/v1/status', async () => api.status());
+
+  app.get('/api/v1/alerts', async (request, reply) => {
+    const limit = parseLimit((request.query as Record<string, unknown>).limit);
+    if (limit === undefined) {
+      reply.code(400);
+      return { error: `limit must be a whole number from 1 to ${MAX_ALERT_LIMIT}` };
+    }
+    return { alerts: await api.alerts(limit) };
+  });
+
+  app.get('/', async (_request, reply) => {
+    reply.header('content-type', 'text/html; charset=utf-8');
+    return statusPage(health());
+  });
+}
+
+export async function startOpsServer(options: OpsServerOptions): Promise<OpsServer> {
+  const { host, port, log } = options;
+  const closeTimeoutMs = options.closeTimeoutMs ?? 3_000;
+  // Fastify's own logger is off: we log through our pino logger, in our format.
+  const app = fastify({ logger: false, forceCloseConnections: true });
+  app.setErrorHandler((err: Error & { statusCode?: number }, request, reply) => {
+    const statusCode = err.statusCode && err.statusCode >= 400 ? err.statusCode : 500;
+    if (statusCode >= 500) log.error({ url: request.url, err: errorMessage(err) }, 'ops HTTP request failed');
+    void reply
+      .code(statusCode)
+      .send({ error: statusCode >= 500 ? 'internal error, see the Vigil log' : err.message });
+  });
+  routes(app, options);
+
+  try {
+    await app.listen({ host, port });
+  } catch (err) {
+    await app.close().catch(() => undefined);
+    if ((err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      throw new VigilError(
+        'VIGIL_ERR_PORT_IN_USE',
+        `HTTP port ${port} on ${host} is already in use by another program. ` +
+          'Set http.port in the config to a free port (0 picks one), or stop the other program.',
+        { cause: err, detail: { host, port, key: 'http.port' } },
+      );
+    }
+    throw err;
+  }
+
+  const address = app.server.address();
+  const actualPort = typeof address === 'object' && address !== null ? address.port : port;
+  const url = `http://${host.includes(':') ? `[${host}]` : host}:${actualPort}`;
+  log.info({ url }, 'ops HTTP server listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    port: actualPort,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          log.warn({ url }, 'ops HTTP server did not close in time');
+          resolve();
+        }, closeTimeoutMs);
+        app.close().then(
+          () => {
+            clearTimeout(timer);
+            resolve();
+          },
+          (err: unknown) => {
+            clearTimeout(timer);
+            log.warn({ err: errorMessage(err) }, 'ops HTTP server close failed');
+            resolve();
+          },
+        );
+      });
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,114 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Latency buckets in seconds: fine around the 100 ms budget, coarse beyond. */
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5];
+
+/**
+ * Every Prometheus metric Vigil exports, in one place so that names stay consistent. Metric
+ * names are a public contract (docs/METRICS.md).
+ */
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly framesIn = new Counter({
+    name: 'vigil_frames_in_total',
+    help: 'Frames accepted by a source',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly inputErrors = new Counter({
+    name: 'vigil_input_errors_total',
+    help: 'Inputs refused by a source or its pipeline, by reason',
+    labelNames: ['source', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly processed = new Counter({
+    name: 'vigil_samples_processed_total',
+    help: 'Samples that went through a pipeline to a stored result',
+    labelNames: ['pipeline'] as const,
+    registers: [this.registry],
+  });
+  readonly dropped = new Counter({
+    name: 'vigil_samples_dropped_total',
+    help: 'Samples dropped by a pipeline, by reason (superseded, deadline, decode_error, inference_error, store_error, model_unavailable, shutdown)',
+    labelNames: ['pipeline', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly budgetExceeded = new Counter({
+    name: 'vigil_budget_exceeded_total',
+    help: 'Samples whose end-to-end latency exceeded the pipeline budget',
+    labelNames: ['pipeline'] as const,
+    registers: [this.registry],
+  });
+  readonly stageSeconds = new Histogram({
+    name: 'vigil_stage_duration_seconds',
+    help: 'Time spent per pipeline stage (queue, decode, preprocess, inference, postprocess, store, publish)',
+    labelNames: ['pipeline', 'stage'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly e2eSeconds = new Histogram({
+    name: 'vigil_latency_seconds',
+    help: 'From sample arrival to result stored',
+    labelNames: ['pipeline'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly alertSeconds = new Histogram({
+    name: 'vigil_alert_latency_seconds',
+    help: 'From frame arrival to the broker acknowledging the alert (PUBACK)',
+    labelNames: ['pipeline'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly alerts = new Counter({
+    name: 'vigil_alerts_total',
+    help: 'Alerts raised, by kind',
+    labelNames: ['pipeline', 'kind'] as const,
+    registers: [this.registry],
+  });
+  readonly alertsPublished = new Counter({
+    name: 'vigil_alerts_published_total',
+    help: 'Alerts acknowledged by the MQTT broker',
+    labelNames: ['kind'] as const,
+    registers: [this.registry],
+  });
+  readonly publishErrors = new Counter({
+    name: 'vigil_publish_errors_total',
+    help: 'Alert publications that failed (they stay in the store and are retried on reconnect)',
+    registers: [this.registry],
+  });
+  readonly modelInfo = new Gauge({
+    name: 'vigil_model_info',
+    help: 'Loaded models: 1 per model with its version, engine backend and the execution provider in use',
+    labelNames: ['model', 'version', 'backend', 'provider'] as const,
+    registers: [this.registry],
+  });
+  readonly modelReady = new Gauge({
+    name: 'vigil_model_ready',
+    help: '1 once the model is loaded and warmed up',
+    labelNames: ['model'] as const,
+    registers: [this.registry],
+  });
+  readonly modelLoadErrors = new Counter({
+    name: 'vigil_model_load_errors_total',
+    help: 'Models that failed to load or verify, by error code',
+    labelNames: ['model', 'code'] as const,
+    registers: [this.registry],
+  });
+  readonly sourceUp = new Gauge({
+    name: 'vigil_source_up',
+    help: '1 while the source is up',
+    labelNames: ['source', 'type'] as const,
+    registers: [this.registry],
+  });
+  readonly mqttConnected = new Gauge({
+    name: 'vigil_mqtt_connected',
+    help: '1 while connected to the alert broker',
+    registers: [this.registry],
+  });
+
+  constructor(options: { processMetrics?: boolean } = {}) {
+    if (options.processMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'vigil_process_' });
+  }
+}

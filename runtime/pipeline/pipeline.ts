@@ -1,0 +1,330 @@
+import { performance } from 'node:perf_hooks';
+import { v7 as uuidv7 } from 'uuid';
+import type { Engine } from '../engines/engine.js';
+import { VigilError, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../ops/metrics.js';
+import type { PipelineConfig } from '../config/schema.js';
+import { LatencyRecorder, type LatencySummary } from './latency.js';
+import { classify } from './postprocess.js';
+import { decodeAndResize, normalize } from './preprocess.js';
+import type { Alert, Result, Severity, StageTimings } from './result.js';
+import type { FrameSample } from './sample.js';
+import { FrameScheduler, type DropReason } from './scheduler.js';
+
+/** Where results and alerts are kept; written before anything is published. */
+export interface ResultSink {
+  saveResult(result: Result, alert?: Alert): void;
+  markAlertPublished(id: string, at: number): void;
+}
+
+/** Where alerts (and optionally results) go out. */
+export interface AlertPublisher {
+  publishAlert(alert: Alert): Promise<{ ackMs: number }>;
+  publishResult(pipeline: string, result: Result): void;
+}
+
+export interface PipelineContext {
+  name: string;
+  config: PipelineConfig;
+  deviceId: string;
+  /**
+   * The engine in use now, or undefined while the model is unavailable (failed to load or
+   * verify): a getter so that a model swap never needs a pipeline restart.
+   */
+  engine: () => Engine | undefined;
+  sink: ResultSink;
+  publisher: AlertPublisher;
+  metrics: Metrics;
+  log: Logger;
+  /** Told about every stored result and alert (live lines in `vigil simulate`, the report). */
+  onResult?: (result: Result, alert: Alert | undefined) => void;
+  onAlertPublished?: (alert: Alert, latencyMs: number) => void;
+}
+
+export interface PipelineStats {
+  seen: number;
+  processed: number;
+  dropped: Record<string, number>;
+  alerts: Record<string, number>;
+  budgetExceeded: number;
+  latencyMs: LatencySummary | undefined;
+  alertLatencyMs: LatencySummary | undefined;
+  stagesMs: Record<string, LatencySummary | undefined>;
+}
+
+const STAGES: Array<keyof StageTimings> = ['queue', 'decode', 'preprocess', 'inference', 'postprocess', 'store', 'publish'];
+
+/**
+ * One pipeline: frames from its sources, through decode, preprocessing, the engine and
+ * postprocessing, into the store and out as alerts. Frames are processed one at a time; the
+ * scheduler bounds what waits and drops what can no longer make the budget.
+ */
+export class Pipeline {
+  private readonly scheduler: FrameScheduler;
+  private busy = false;
+  private stopped = false;
+  private idleWaiters: Array<() => void> = [];
+  private readonly inflightPublishes = new Set<Promise<void>>();
+  private readonly stats = {
+    seen: 0,
+    processed: 0,
+    budgetExceeded: 0,
+    dropped: {} as Record<string, number>,
+    alerts: {} as Record<string, number>,
+  };
+  private readonly latency = new LatencyRecorder();
+  private readonly alertLatency = new LatencyRecorder();
+  private readonly stageLatency = new Map<string, LatencyRecorder>(STAGES.map((s) => [s, new LatencyRecorder()]));
+
+  constructor(private readonly ctx: PipelineContext) {
+    this.scheduler = new FrameScheduler(ctx.config.budgetMs, (s, reason) => this.drop(s, reason));
+  }
+
+  get name(): string {
+    return this.ctx.name;
+  }
+
+  /** Takes a frame from a source. Never throws and never waits. */
+  offer(sample: FrameSample): void {
+    if (this.stopped) return;
+    this.stats.seen++;
+    this.scheduler.offer(sample);
+    if (!this.busy) void this.pump();
+  }
+
+  private drop(sample: FrameSample, reason: DropReason | 'decode_error' | 'inference_error' | 'store_error' | 'shutdown' | 'model_unavailable'): void {
+    this.stats.dropped[reason] = (this.stats.dropped[reason] ?? 0) + 1;
+    this.ctx.metrics.dropped.inc({ pipeline: this.ctx.name, reason });
+    this.ctx.log.debug({ pipeline: this.ctx.name, sampleId: sample.id, origin: sample.origin, reason }, 'frame dropped');
+  }
+
+  private async pump(): Promise<void> {
+    this.busy = true;
+    try {
+      for (;;) {
+        const sample = this.scheduler.next(performance.now());
+        if (!sample) break;
+        await this.process(sample);
+      }
+    } finally {
+      this.busy = false;
+      for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  private async process(sample: FrameSample): Promise<void> {
+    const { ctx } = this;
+    const engine = ctx.engine();
+    if (!engine) {
+      this.drop(sample, 'model_unavailable');
+      return;
+    }
+    const m = engine.manifest;
+    const start = performance.now();
+    const stages: StageTimings = {
+      queue: start - sample.arrivedAt,
+      decode: 0,
+      preprocess: 0,
+      inference: 0,
+      postprocess: 0,
+      store: 0,
+    };
+    const input = m.inputs[0]!;
+    let outputs;
+    let t = start;
+    try {
+      const image = await decodeAndResize(sample.data, m.preprocessing);
+      let now = performance.now();
+      stages.decode = now - t;
+      t = now;
+      const data = normalize(image, m.preprocessing, input.layout === 'NCHW' ? 'NCHW' : 'NHWC');
+      now = performance.now();
+      stages.preprocess = now - t;
+      t = now;
+      try {
+        outputs = await engine.run({ [input.name]: { dtype: 'float32', shape: input.shape, data } });
+      } catch (err) {
+        throw err instanceof VigilError ? err : new VigilError('VIGIL_ERR_INFERENCE', errorMessage(err), { cause: err });
+      }
+      now = performance.now();
+      stages.inference = now - t;
+      t = now;
+    } catch (err) {
+      const code = err instanceof VigilError ? err.code : 'VIGIL_ERR_DECODE';
+      if (code === 'VIGIL_ERR_DECODE') {
+        this.drop(sample, 'decode_error');
+        ctx.metrics.inputErrors.inc({ source: sample.source, reason: 'decode_error' });
+        ctx.log.warn(
+          { pipeline: ctx.name, source: sample.source, origin: sample.origin, sampleId: sample.id, code },
+          `frame ${sample.origin} from source ${sample.source} refused: ${errorMessage(err)}`,
+        );
+      } else {
+        this.drop(sample, 'inference_error');
+        ctx.log.error(
+          { pipeline: ctx.name, sampleId: sample.id, model: m.name, version: m.version, code, err: errorMessage(err) },
+          `inference failed for frame ${sample.origin}: ${errorMessage(err)}`,
+        );
+      }
+      return;
+    }
+
+    let cls;
+    try {
+      cls = classify(outputs, m.postprocessing);
+    } catch (err) {
+      this.drop(sample, 'inference_error');
+      ctx.log.error({ pipeline: ctx.name, sampleId: sample.id, err: errorMessage(err) }, 'model output unusable');
+      return;
+    }
+    const threshold = ctx.config.threshold ?? m.postprocessing.threshold;
+    const model = { name: m.name, version: m.version, backend: engine.backend, provider: engine.provider };
+    const producedAt = Date.now();
+    let now = performance.now();
+    stages.postprocess = now - t;
+    t = now;
+
+    const result: Result = {
+      id: uuidv7(),
+      sampleId: sample.id,
+      pipeline: ctx.name,
+      source: sample.source,
+      origin: sample.origin,
+      receivedAt: sample.receivedAt,
+      producedAt,
+      model,
+      label: cls.label,
+      confidence: cls.confidence,
+      score: cls.score,
+      threshold,
+      scores: cls.scores,
+      latencyMs: 0,
+      stages,
+    };
+    let alert: Alert | undefined;
+    if (cls.score >= threshold) {
+      // The alert names the most likely defect class, even when 'ok' is the single top label.
+      const defect = Object.entries(cls.scores)
+        .filter(([l]) => l !== m.postprocessing.okLabel)
+        .sort((a, b) => b[1] - a[1])[0]![0];
+      const severity: Severity = ctx.config.severity[defect] ?? 'warning';
+      alert = {
+        id: uuidv7(),
+        timestamp: new Date(producedAt).toISOString(),
+        device: ctx.deviceId,
+        pipeline: ctx.name,
+        source: sample.source,
+        sampleId: sample.id,
+        origin: sample.origin,
+        kind: m.postprocessing.alertKind,
+        severity,
+        label: defect,
+        score: round4(cls.score),
+        threshold,
+        model,
+        latencyMs: 0,
+      };
+      result.alertId = alert.id;
+    }
+    // Latency to stored is known only after the write; the stored row carries the time up to
+    // the write itself, which differs from the final figure by the commit alone.
+    result.latencyMs = round2(performance.now() - sample.arrivedAt);
+    try {
+      if (alert) alert.latencyMs = result.latencyMs;
+      ctx.sink.saveResult(result, alert);
+    } catch (err) {
+      this.drop(sample, 'store_error');
+      ctx.log.error({ pipeline: ctx.name, sampleId: sample.id, err: errorMessage(err) }, 'result could not be stored');
+      return;
+    }
+    now = performance.now();
+    stages.store = now - t;
+    const e2e = now - sample.arrivedAt;
+    this.scheduler.observeService(now - start);
+    this.stats.processed++;
+    ctx.metrics.processed.inc({ pipeline: ctx.name });
+    this.latency.add(e2e);
+    ctx.metrics.e2eSeconds.observe({ pipeline: ctx.name }, e2e / 1000);
+    for (const s of STAGES) {
+      const v = stages[s];
+      if (v === undefined || s === 'publish') continue;
+      this.stageLatency.get(s)!.add(v);
+      ctx.metrics.stageSeconds.observe({ pipeline: ctx.name, stage: s }, v / 1000);
+    }
+    if (e2e > ctx.config.budgetMs) {
+      this.stats.budgetExceeded++;
+      ctx.metrics.budgetExceeded.inc({ pipeline: ctx.name });
+    }
+    if (ctx.config.publishResults) ctx.publisher.publishResult(ctx.name, result);
+    ctx.onResult?.(result, alert);
+    if (alert) {
+      this.stats.alerts[alert.kind] = (this.stats.alerts[alert.kind] ?? 0) + 1;
+      ctx.metrics.alerts.inc({ pipeline: ctx.name, kind: alert.kind });
+      this.publish(alert, sample.arrivedAt);
+    }
+  }
+
+  /** Publishes without holding up the next frame; the store already has the alert. */
+  private publish(alert: Alert, arrivedAt: number): void {
+    const { ctx } = this;
+    const publishStart = performance.now();
+    alert.latencyMs = round2(publishStart - arrivedAt);
+    const p = ctx.publisher
+      .publishAlert(alert)
+      .then(() => {
+        const acked = performance.now();
+        this.stageLatency.get('publish')!.add(acked - publishStart);
+        ctx.metrics.stageSeconds.observe({ pipeline: ctx.name, stage: 'publish' }, (acked - publishStart) / 1000);
+        const total = acked - arrivedAt;
+        this.alertLatency.add(total);
+        ctx.metrics.alertSeconds.observe({ pipeline: ctx.name }, total / 1000);
+        ctx.metrics.alertsPublished.inc({ kind: alert.kind });
+        try {
+          ctx.sink.markAlertPublished(alert.id, Date.now());
+        } catch (err) {
+          ctx.log.warn({ alertId: alert.id, err: errorMessage(err) }, 'could not mark alert as published');
+        }
+        ctx.onAlertPublished?.(alert, total);
+      })
+      .catch((err: unknown) => {
+        ctx.metrics.publishErrors.inc();
+        ctx.log.warn(
+          { alertId: alert.id, err: errorMessage(err) },
+          'alert not published now; it stays in the store and is sent when the broker is back',
+        );
+      })
+      .finally(() => this.inflightPublishes.delete(p));
+    this.inflightPublishes.add(p);
+  }
+
+  snapshot(): PipelineStats {
+    const stagesMs: Record<string, LatencySummary | undefined> = {};
+    for (const [s, r] of this.stageLatency) stagesMs[s] = r.summary();
+    return {
+      seen: this.stats.seen,
+      processed: this.stats.processed,
+      dropped: { ...this.stats.dropped },
+      alerts: { ...this.stats.alerts },
+      budgetExceeded: this.stats.budgetExceeded,
+      latencyMs: this.latency.summary(),
+      alertLatencyMs: this.alertLatency.summary(),
+      stagesMs,
+    };
+  }
+
+  /** Resolves once nothing is pending or processing and every started publish has settled. */
+  async idle(): Promise<void> {
+    if (this.busy) await new Promise<void>((r) => this.idleWaiters.push(r));
+    await Promise.allSettled([...this.inflightPublishes]);
+  }
+
+  /** Stops taking frames, finishes the one in progress, and waits (bounded by the caller) for publishes. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    for (const s of this.scheduler.drain()) this.drop(s, 'shutdown');
+    await this.idle();
+  }
+}
+
+const round2 = (x: number) => Math.round(x * 100) / 100;
+const round4 = (x: number) => Math.round(x * 10000) / 10000;

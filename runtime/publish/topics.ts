@@ -1,0 +1,27 @@
+/**
+ * Vigil's MQTT topic layout (a public contract, docs/MQTT.md):
+ *   <prefix>/<device>/alerts/<kind>      QoS 1, not retained
+ *   <prefix>/<device>/status             QoS 1, retained; last will "offline"
+ *   <prefix>/<device>/results/<pipeline> optional stream of every result
+ */
+
+/** One topic level: '/', '+', '#' and NUL would change the topic's structure, so they become '_'. */
+export function topicLevel(value: string): string {
+  const cleaned = value.replace(/[/+#]/g, '_').replaceAll(String.fromCharCode(0), '_');
+  return cleaned.length > 0 ? cleaned : '_';
+}
+
+export interface Topics {
+  alert(kind: string): string;
+  status: string;
+  result(pipeline: string): string;
+}
+
+export function topicsFor(prefix: string, deviceId: string): Topics {
+  const base = `${prefix.replace(/\/+$/, '')}/${topicLevel(deviceId)}`;
+  return {
+    alert: (kind) => `${base}/alerts/${topicLevel(kind)}`,
+    status: `${base}/status`,
+    result: (pipeline) => `${base}/results/${topicLevel(pipeline)}`,
+  };
+}

@@ -1,0 +1,60 @@
+/**
+ * The store's schema as an ordered list of migrations. The database's `user_version` pragma
+ * holds the number of the last migration applied; opening a store applies the ones after it,
+ * each in its own transaction. Never edit a migration that has shipped: append a new one.
+ */
+export interface Migration {
+  version: number;
+  description: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    description: 'results and alerts',
+    sql: `
+      CREATE TABLE results (
+        id            TEXT PRIMARY KEY,
+        sample_id     TEXT NOT NULL,
+        pipeline      TEXT NOT NULL,
+        source        TEXT NOT NULL,
+        origin        TEXT NOT NULL,
+        received_at   INTEGER NOT NULL,
+        produced_at   INTEGER NOT NULL,
+        model_name    TEXT NOT NULL,
+        model_version TEXT NOT NULL,
+        backend       TEXT NOT NULL,
+        provider      TEXT NOT NULL,
+        label         TEXT NOT NULL,
+        confidence    REAL NOT NULL,
+        score         REAL NOT NULL,
+        threshold     REAL NOT NULL,
+        scores        TEXT NOT NULL,  -- JSON object label -> probability
+        latency_ms    REAL NOT NULL,
+        stages        TEXT NOT NULL,  -- JSON StageTimings
+        alert_id      TEXT
+      );
+      CREATE INDEX results_produced_at ON results (produced_at);
+      CREATE INDEX results_sample_id ON results (sample_id);
+
+      CREATE TABLE alerts (
+        id               TEXT PRIMARY KEY,
+        result_id        TEXT NOT NULL,
+        pipeline         TEXT NOT NULL,
+        kind             TEXT NOT NULL,
+        severity         TEXT NOT NULL,
+        payload          TEXT NOT NULL,  -- JSON: the full Alert as published
+        created_at       INTEGER NOT NULL,
+        published_at     INTEGER,
+        publish_attempts INTEGER NOT NULL DEFAULT 0
+      );
+      CREATE INDEX alerts_created_at ON alerts (created_at);
+      -- The outbox: only undelivered alerts, so that the replay on reconnect stays cheap
+      -- however many delivered alerts are kept.
+      CREATE INDEX alerts_unpublished ON alerts (created_at) WHERE published_at IS NULL;
+    `,
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
