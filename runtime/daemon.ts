@@ -139,6 +139,14 @@ export class Daemon {
       );
     }
 
+    for (const [name, p] of this.pipelines) {
+      try {
+        await p.warmUp();
+      } catch (err) {
+        log.warn({ pipeline: name, err: errorMessage(err) }, `warm-up of pipeline ${name} failed: ${errorMessage(err)}`);
+      }
+    }
+
     for (const [name, sc] of Object.entries(config.sources)) {
       const readers = [...this.pipelines.entries()].filter(([pn]) => config.pipelines[pn]!.sources.includes(name));
       if (readers.length === 0) log.warn({ source: name }, `source ${name} is not read by any pipeline; its frames are ignored`);

@@ -76,4 +76,6 @@ for pkg in "$here"/packages/*/; do
     console.log('valid:', dir, m.format, m.inputs[0].name, m.inputs[0].dtype, '->', m.outputs[0].name, 'threshold', m.postprocessing.threshold);
   " "$pkg"
 done
+say "checking that the Node runtimes reproduce the Python reference outputs"
+node "$here/check-node-parity.mjs" "$repo"
 say "done in $(( $(date +%s) - started )) s"

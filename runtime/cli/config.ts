@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { loadConfigFile, resolvePath } from '../config/load.js';
 import { VigilConfig } from '../config/schema.js';
+import { configReferenceMarkdown } from '../config/docs.js';
 import { ConfigError, VigilError, errorMessage } from '../errors.js';
 import { loadModelPackage } from '../model/package.js';
 
@@ -40,4 +41,8 @@ export async function configCheckCommand(file: string): Promise<void> {
 
 export function configSchemaCommand(): void {
   console.log(JSON.stringify(z.toJSONSchema(VigilConfig, { io: 'input', unrepresentable: 'any' }), null, 2));
+}
+
+export function configDocsCommand(): void {
+  process.stdout.write(configReferenceMarkdown());
 }

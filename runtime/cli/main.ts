@@ -2,7 +2,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { VERSION } from '../version.js';
 import { runCommand } from './run.js';
-import { configCheckCommand, configSchemaCommand } from './config.js';
+import { configCheckCommand, configDocsCommand, configSchemaCommand } from './config.js';
 import { simulateCommand } from './simulate.js';
 import { benchCommand } from './bench.js';
 import { modelsListCommand } from './models.js';
@@ -60,6 +60,10 @@ config
   .command('schema')
   .description('Print the JSON Schema of the config file')
   .action(() => configSchemaCommand());
+config
+  .command('docs')
+  .description('Print the config reference (docs/CONFIG.md) as Markdown')
+  .action(() => configDocsCommand());
 
 const models = program.command('models').description('Model packages');
 models

@@ -9,7 +9,10 @@ import { z } from 'zod';
 
 const name = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]*$/, 'use letters, digits, dash and underscore, starting with a letter or digit');
+  .regex(
+    /^[A-Za-z0-9][A-Za-z0-9_-]*$/,
+    'use letters, digits, dash and underscore, starting with a letter or digit',
+  );
 
 const port = z.number().int().min(0).max(65535);
 
@@ -36,7 +39,12 @@ export const CameraFolderSource = z
       .enum(['delete', 'keep'])
       .default('delete')
       .describe('What to do with a frame file once it has been read'),
-    maxFileBytes: z.number().int().positive().default(32 * 1024 * 1024).describe('Larger files are refused'),
+    maxFileBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(32 * 1024 * 1024)
+      .describe('Larger files are refused'),
   })
   .describe('Frames dropped as files into a watched folder');
 
@@ -49,7 +57,12 @@ export const CameraHttpSource = z
       .regex(/^\/[A-Za-z0-9/_-]*$/)
       .default('/frames')
       .describe('POST JPEG or PNG bytes here (Content-Type image/jpeg or image/png)'),
-    maxBodyBytes: z.number().int().positive().default(32 * 1024 * 1024).describe('Larger bodies get 413'),
+    maxBodyBytes: z
+      .number()
+      .int()
+      .positive()
+      .default(32 * 1024 * 1024)
+      .describe('Larger bodies get 413'),
   })
   .describe('Frames POSTed over HTTP');
 
@@ -57,7 +70,10 @@ export const SourceConfig = z.discriminatedUnion('type', [CameraFolderSource, Ca
 export type SourceConfig = z.infer<typeof SourceConfig>;
 
 export const ModelConfig = z.strictObject({
-  package: z.string().min(1).describe('Folder of the model package (vigil.json + model file), relative to the config file'),
+  package: z
+    .string()
+    .min(1)
+    .describe('Folder of the model package (vigil.json + model file), relative to the config file'),
   onnx: z
     .strictObject({
       executionProviders: z
@@ -65,22 +81,32 @@ export const ModelConfig = z.strictObject({
         .min(1)
         .default(['cpu'])
         .describe('ONNX Runtime execution providers in order of preference; CPU is the last resort'),
-      intraOpThreads: z.number().int().min(0).default(1).describe('Threads per inference; 0 lets ONNX Runtime choose'),
+      intraOpThreads: z
+        .number()
+        .int()
+        .min(0)
+        .default(1)
+        .describe('Threads per inference; 0 lets ONNX Runtime choose'),
     })
-    .default({ executionProviders: ['cpu'], intraOpThreads: 1 }),
+    .default({ executionProviders: ['cpu'], intraOpThreads: 1 })
+    .describe('Settings used when the package is an ONNX model'),
   tflite: z
     .strictObject({
       threads: z.number().int().min(1).default(1).describe('Threads for the TFLite interpreter'),
       xnnpack: z.boolean().default(true).describe('Use the XNNPACK CPU delegate'),
       delegate: z
         .strictObject({
-          library: z.string().min(1).describe('Path of an external delegate shared library, e.g. libedgetpu.so.1'),
-          options: z.record(z.string(), z.string()).default({}),
+          library: z
+            .string()
+            .min(1)
+            .describe('Path of an external delegate shared library, e.g. libedgetpu.so.1'),
+          options: z.record(z.string(), z.string()).default({}).describe('Options passed to the delegate'),
         })
         .optional()
         .describe('External delegate for an NPU; replaces XNNPACK'),
     })
-    .default({ threads: 1, xnnpack: true }),
+    .default({ threads: 1, xnnpack: true })
+    .describe('Settings used when the package is a TFLite model'),
   warmupRuns: z.number().int().min(1).default(3).describe('Inferences run on load before the model is ready'),
 });
 export type ModelConfig = z.infer<typeof ModelConfig>;
@@ -110,53 +136,95 @@ export const PipelineConfig = z.strictObject({
 export type PipelineConfig = z.infer<typeof PipelineConfig>;
 
 export const MqttConfig = z.strictObject({
-  url: z.string().regex(/^(mqtts?|wss?|tcp|ssl):\/\//, 'an MQTT URL such as mqtt://host:1883 or mqtts://host:8883').default('mqtt://127.0.0.1:1883'),
+  url: z
+    .string()
+    .regex(/^(mqtts?|wss?|tcp|ssl):\/\//, 'an MQTT URL such as mqtt://host:1883 or mqtts://host:8883')
+    .default('mqtt://127.0.0.1:1883')
+    .describe('Broker URL; mqtts:// for TLS'),
   clientId: z.string().optional().describe('Defaults to vigil-<device id>'),
-  username: z.string().optional(),
+  username: z.string().optional().describe('User name, when the broker requires one'),
   password: z.string().optional().describe('Or set VIGIL_MQTT_PASSWORD'),
-  topicPrefix: z.string().regex(/^[^#+]+$/, 'no MQTT wildcards').default('vigil'),
+  topicPrefix: z
+    .string()
+    .regex(/^[^#+]+$/, 'no MQTT wildcards')
+    .default('vigil')
+    .describe('Topics are <topicPrefix>/<device id>/alerts/<kind>, .../status, .../results/<pipeline>'),
   tls: z
     .strictObject({
       ca: z.string().optional().describe('PEM file of the CA that signed the broker certificate'),
       cert: z.string().optional().describe('Client certificate (PEM) for mutual TLS'),
       key: z.string().optional().describe('Client key (PEM) for mutual TLS'),
-      rejectUnauthorized: z.boolean().default(true),
+      rejectUnauthorized: z
+        .boolean()
+        .default(true)
+        .describe('Refuse brokers whose certificate does not verify'),
     })
-    .optional(),
-  keepaliveSeconds: z.number().int().min(0).default(30),
+    .optional()
+    .describe('TLS settings for mqtts:// URLs'),
+  keepaliveSeconds: z.number().int().min(0).default(30).describe('MQTT keep-alive interval'),
 });
 export type MqttConfig = z.infer<typeof MqttConfig>;
 
 export const StoreConfig = z.strictObject({
-  path: z.string().min(1).default('vigil-data/vigil.db').describe('SQLite database file, relative to the config file'),
-  retentionHours: z.number().positive().default(168).describe('Delivered results and alerts older than this are deleted'),
-  maxRows: z.number().int().positive().default(1_000_000).describe('Cap on stored results; the oldest go first'),
+  path: z
+    .string()
+    .min(1)
+    .default('vigil-data/vigil.db')
+    .describe('SQLite database file, relative to the config file'),
+  retentionHours: z
+    .number()
+    .positive()
+    .default(168)
+    .describe('Delivered results and alerts older than this are deleted'),
+  maxRows: z
+    .number()
+    .int()
+    .positive()
+    .default(1_000_000)
+    .describe('Cap on stored results; the oldest go first'),
 });
 export type StoreConfig = z.infer<typeof StoreConfig>;
 
 export const HttpConfig = z.strictObject({
-  enabled: z.boolean().default(true),
-  host: z.string().default('127.0.0.1'),
-  port: port.default(8470),
+  enabled: z.boolean().default(true).describe('Serve the ops endpoints'),
+  host: z
+    .string()
+    .default('127.0.0.1')
+    .describe('Address to listen on; loopback keeps it private to the gateway'),
+  port: port.default(8470).describe('TCP port'),
 });
 
 export const VigilConfig = z
   .strictObject({
     version: z.literal(1).default(1).describe('Config format version'),
-    device: z.strictObject({
-      id: name.describe('This gateway’s id; part of every MQTT topic'),
-      group: name.optional().describe('Device group, for fleet-wide settings'),
-    }),
+    device: z
+      .strictObject({
+        id: name.describe('This gateway’s id; part of every MQTT topic'),
+        group: name.optional().describe('Device group, for fleet-wide settings'),
+      })
+      .describe('This gateway'),
     log: z
-      .strictObject({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
-      .default({ level: 'info' }),
-    http: HttpConfig.default({ enabled: true, host: '127.0.0.1', port: 8470 }),
+      .strictObject({
+        level: z
+          .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'])
+          .default('info')
+          .describe('Least severe level written; JSON lines on stderr'),
+      })
+      .default({ level: 'info' })
+      .describe('Structured logging'),
+    http: HttpConfig.default({ enabled: true, host: '127.0.0.1', port: 8470 }).describe(
+      'Ops HTTP server: /healthz, /readyz, /metrics, /api/v1/*',
+    ),
     mqtt: MqttConfig.default({
       url: 'mqtt://127.0.0.1:1883',
       topicPrefix: 'vigil',
       keepaliveSeconds: 30,
-    }),
-    store: StoreConfig.default({ path: 'vigil-data/vigil.db', retentionHours: 168, maxRows: 1_000_000 }),
+    }).describe('The MQTT broker alerts and status are published to'),
+    store: StoreConfig.default({
+      path: 'vigil-data/vigil.db',
+      retentionHours: 168,
+      maxRows: 1_000_000,
+    }).describe('SQLite store of results and alerts'),
     models: z.record(name, ModelConfig).describe('Models by name'),
     sources: z.record(name, SourceConfig).describe('Sources by name'),
     pipelines: z.record(name, PipelineConfig).describe('Pipelines by name'),
@@ -184,12 +252,18 @@ export function referenceIssues(raw: unknown): Array<{ path: string; message: st
     if (Array.isArray(p.sources)) {
       p.sources.forEach((s, i) => {
         if (typeof s === 'string' && !(s in sources)) {
-          issues.push({ path: `pipelines.${pname}.sources.${i}`, message: `no source named '${s}' (defined: ${list(sources)})` });
+          issues.push({
+            path: `pipelines.${pname}.sources.${i}`,
+            message: `no source named '${s}' (defined: ${list(sources)})`,
+          });
         }
       });
     }
     if (typeof p.model === 'string' && !(p.model in models)) {
-      issues.push({ path: `pipelines.${pname}.model`, message: `no model named '${p.model}' (defined: ${list(models)})` });
+      issues.push({
+        path: `pipelines.${pname}.model`,
+        message: `no model named '${p.model}' (defined: ${list(models)})`,
+      });
     }
   }
   const ports = new Map<number, string>();

@@ -14,7 +14,9 @@ export async function loadEngine(dir: string, options: EngineOptions, log: Logge
   const pkg = await loadModelPackage(dir);
   const verifyMs = performance.now() - started;
   const engine =
-    pkg.manifest.format === 'onnx' ? await createOnnxEngine(pkg, options, log) : await createTfliteEngine(pkg, options, log);
+    pkg.manifest.format === 'onnx'
+      ? await createOnnxEngine(pkg, options, log)
+      : await createTfliteEngine(pkg, options, log);
   log.info(
     {
       model: pkg.manifest.name,

@@ -19,12 +19,19 @@ ort.env.logLevel = 'fatal';
 const port = parentPort!;
 const send = (msg: WorkerToMain, transfer: ArrayBuffer[] = []): void => port.postMessage(msg, transfer);
 
-async function createSession(): Promise<{ session: ort.InferenceSession; provider: string; fallbacks: Array<{ provider: string; reason: string }> }> {
+async function createSession(): Promise<{
+  session: ort.InferenceSession;
+  provider: string;
+  fallbacks: Array<{ provider: string; reason: string }>;
+}> {
   const known = new Map(ort.listSupportedBackends().map((b) => [b.name, b.bundled]));
   const fallbacks: Array<{ provider: string; reason: string }> = [];
   for (const provider of setup.options.executionProviders) {
     if (!known.has(provider)) {
-      fallbacks.push({ provider, reason: `not supported by this onnxruntime-node build (it knows ${[...known.keys()].join(', ')})` });
+      fallbacks.push({
+        provider,
+        reason: `not supported by this onnxruntime-node build (it knows ${[...known.keys()].join(', ')})`,
+      });
       continue;
     }
     try {
@@ -38,7 +45,9 @@ async function createSession(): Promise<{ session: ort.InferenceSession; provide
       });
       return { session, provider, fallbacks };
     } catch (err) {
-      const bundled = known.get(provider) ? '' : ' (not bundled with onnxruntime-node; its libraries must be installed separately)';
+      const bundled = known.get(provider)
+        ? ''
+        : ' (not bundled with onnxruntime-node; its libraries must be installed separately)';
       fallbacks.push({ provider, reason: `${firstLine(errorMessage(err))}${bundled}` });
     }
   }
@@ -51,7 +60,11 @@ function firstLine(s: string): string {
 }
 
 function describe(meta: readonly ort.InferenceSession.ValueMetadata[]): ModelTensorInfo[] {
-  return meta.map((m) => (m.isTensor ? { name: m.name, dtype: m.type, shape: [...m.shape] } : { name: m.name, dtype: 'non-tensor', shape: [] }));
+  return meta.map((m) =>
+    m.isTensor
+      ? { name: m.name, dtype: m.type, shape: [...m.shape] }
+      : { name: m.name, dtype: 'non-tensor', shape: [] },
+  );
 }
 
 async function main(): Promise<void> {
@@ -59,7 +72,11 @@ async function main(): Promise<void> {
   try {
     loaded = await createSession();
   } catch (err) {
-    send({ type: 'failed', code: 'VIGIL_ERR_MODEL_LOAD', message: `cannot load ONNX model ${setup.modelPath}: ${errorMessage(err)}` });
+    send({
+      type: 'failed',
+      code: 'VIGIL_ERR_MODEL_LOAD',
+      message: `cannot load ONNX model ${setup.modelPath}: ${errorMessage(err)}`,
+    });
     return;
   }
   const { session, provider, fallbacks } = loaded;
@@ -78,21 +95,31 @@ async function main(): Promise<void> {
   });
 }
 
-async function run(session: ort.InferenceSession, specs: Map<string, TensorSpec>, req: RunRequest): Promise<void> {
+async function run(
+  session: ort.InferenceSession,
+  specs: Map<string, TensorSpec>,
+  req: RunRequest,
+): Promise<void> {
   try {
     const feeds: Record<string, ort.Tensor> = {};
     for (const input of req.inputs) {
       const spec = specs.get(input.name)!;
       feeds[input.name] = new ort.Tensor(spec.dtype, toModelDtype(spec, input.data), spec.shape);
     }
-    const results = await session.run(feeds, setup.outputs.map((o) => o.name));
+    const results = await session.run(
+      feeds,
+      setup.outputs.map((o) => o.name),
+    );
     const outputs = setup.outputs.map((spec) => {
       const value = results[spec.name]!;
       const data = toFloat32(spec, value.data as Float32Array | Int8Array | Uint8Array);
       // A float32 output may share memory with the session's tensor; copy before transferring.
       return { name: spec.name, data: data === value.data ? data.slice() : data };
     });
-    send({ type: 'result', id: req.id, outputs }, outputs.map((o) => o.data.buffer as ArrayBuffer));
+    send(
+      { type: 'result', id: req.id, outputs },
+      outputs.map((o) => o.data.buffer as ArrayBuffer),
+    );
   } catch (err) {
     send({ type: 'runError', id: req.id, message: errorMessage(err) });
   }

@@ -11,12 +11,21 @@ import { InferenceWorker, checkModelIo, workerScriptUrl } from './worker-client.
  * use is engine.provider. The model's real inputs and outputs (names, dtypes, shapes) are
  * checked against vigil.json, then the engine is warmed up.
  */
-export async function createOnnxEngine(pkg: ModelPackage, options: EngineOptions, log: Logger): Promise<WorkerEngine> {
+export async function createOnnxEngine(
+  pkg: ModelPackage,
+  options: EngineOptions,
+  log: Logger,
+): Promise<WorkerEngine> {
   const label = `model ${pkg.manifest.name}@${pkg.manifest.version} (onnx)`;
   const started = performance.now();
   const { worker, ready } = await InferenceWorker.start<OnnxEngineOptions>(
     workerScriptUrl('onnx-worker'),
-    { modelPath: pkg.modelPath, inputs: pkg.manifest.inputs, outputs: pkg.manifest.outputs, options: options.onnx },
+    {
+      modelPath: pkg.modelPath,
+      inputs: pkg.manifest.inputs,
+      outputs: pkg.manifest.outputs,
+      options: options.onnx,
+    },
     label,
     log,
   );
@@ -24,7 +33,12 @@ export async function createOnnxEngine(pkg: ModelPackage, options: EngineOptions
     if (ready.fallbacks.length > 0) {
       const asked = options.onnx.executionProviders[0];
       log.warn(
-        { model: pkg.manifest.name, requested: options.onnx.executionProviders, provider: ready.provider, fallbacks: ready.fallbacks },
+        {
+          model: pkg.manifest.name,
+          requested: options.onnx.executionProviders,
+          provider: ready.provider,
+          fallbacks: ready.fallbacks,
+        },
         `${label}: execution provider '${asked}' is not available (${ready.fallbacks
           .map((f) => `${f.provider}: ${f.reason}`)
           .join('; ')}); using '${ready.provider}' instead`,
@@ -32,7 +46,13 @@ export async function createOnnxEngine(pkg: ModelPackage, options: EngineOptions
     }
     checkModelIo(label, 'input', pkg.manifest.inputs, ready.inputs, true);
     checkModelIo(label, 'output', pkg.manifest.outputs, ready.outputs, true);
-    const engine = new WorkerEngine(pkg.manifest, 'onnxruntime-node', ready.provider, worker, performance.now() - started);
+    const engine = new WorkerEngine(
+      pkg.manifest,
+      'onnxruntime-node',
+      ready.provider,
+      worker,
+      performance.now() - started,
+    );
     await engine.warmUp(options.warmupRuns);
     return engine;
   } catch (err) {

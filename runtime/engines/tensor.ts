@@ -18,7 +18,11 @@ export function roundHalfAwayFromZero(x: number): number {
 }
 
 /** float32 values to int8/uint8 codes: q = clamp(round(x / scale) + zeroPoint). */
-export function quantize(values: Float32Array, dtype: 'int8' | 'uint8', q: Quantization): Int8Array | Uint8Array {
+export function quantize(
+  values: Float32Array,
+  dtype: 'int8' | 'uint8',
+  q: Quantization,
+): Int8Array | Uint8Array {
   const out = dtype === 'int8' ? new Int8Array(values.length) : new Uint8Array(values.length);
   const { min, max } = RANGE[dtype];
   const inv = 1 / q.scale;
@@ -72,13 +76,15 @@ export function dtypeOf(data: TensorArray): DType {
 /** A float32 input in model units to the dtype the model file takes, quantizing with the manifest's parameters. */
 export function toModelDtype(spec: TensorSpec, values: Float32Array): TensorArray {
   if (spec.dtype === 'float32') return values;
-  if (!spec.quantization) throw new Error(`tensor '${spec.name}' is ${spec.dtype} but has no quantization in vigil.json`);
+  if (!spec.quantization)
+    throw new Error(`tensor '${spec.name}' is ${spec.dtype} but has no quantization in vigil.json`);
   return quantize(values, spec.dtype, spec.quantization);
 }
 
 /** A model output to float32, dequantizing int8/uint8 with the manifest's parameters. */
 export function toFloat32(spec: TensorSpec, data: TensorArray): Float32Array {
   if (data instanceof Float32Array) return data;
-  if (!spec.quantization) throw new Error(`tensor '${spec.name}' is ${spec.dtype} but has no quantization in vigil.json`);
+  if (!spec.quantization)
+    throw new Error(`tensor '${spec.name}' is ${spec.dtype} but has no quantization in vigil.json`);
   return dequantize(data, spec.quantization);
 }

@@ -43,7 +43,11 @@ const port = parentPort!;
 const send = (msg: WorkerToMain, transfer: ArrayBuffer[] = []): void => port.postMessage(msg, transfer);
 
 function describe(tensors: TfliteTensorInfo[]): ModelTensorInfo[] {
-  return tensors.map((t) => ({ name: t.name, dtype: t.dataType, shape: t.shape === '' ? [] : t.shape.split(',').map(Number) }));
+  return tensors.map((t) => ({
+    name: t.name,
+    dtype: t.dataType,
+    shape: t.shape === '' ? [] : t.shape.split(',').map(Number),
+  }));
 }
 
 function main(): void {
@@ -59,14 +63,16 @@ function main(): void {
     // The C library applies TFLite's default XNNPACK CPU delegate by itself and the binding has
     // no switch to turn it off; say so rather than pretend.
     notices.push(
-      'tflite.xnnpack is false, but tfjs-tflite-node offers no way to turn off TFLite\'s built-in XNNPACK CPU delegate; it stays on',
+      "tflite.xnnpack is false, but tfjs-tflite-node offers no way to turn off TFLite's built-in XNNPACK CPU delegate; it stays on",
     );
   }
 
   let runner: TfliteRunner;
   try {
     const require = createRequire(import.meta.url);
-    const { TFLiteNodeModelRunner } = require('tfjs-tflite-node') as { TFLiteNodeModelRunner: RunnerConstructor };
+    const { TFLiteNodeModelRunner } = require('tfjs-tflite-node') as {
+      TFLiteNodeModelRunner: RunnerConstructor;
+    };
     const file = readFileSync(setup.modelPath);
     // Buffer#buffer may be a larger pooled ArrayBuffer: hand over exactly the file's bytes.
     const exact = file.buffer.slice(file.byteOffset, file.byteOffset + file.byteLength) as ArrayBuffer;
@@ -76,13 +82,24 @@ function main(): void {
     const hint = delegate
       ? ` with delegate ${delegate.library}; check that the NPU runtime is installed and supports this model, or remove tflite.delegate to run on the CPU`
       : '';
-    send({ type: 'failed', code, message: `cannot load TFLite model ${setup.modelPath}${hint}: ${errorMessage(err)}` });
+    send({
+      type: 'failed',
+      code,
+      message: `cannot load TFLite model ${setup.modelPath}${hint}: ${errorMessage(err)}`,
+    });
     return;
   }
 
   const inputs = runner.getInputs();
   const outputs = runner.getOutputs();
-  send({ type: 'ready', provider, fallbacks: [], notices, inputs: describe(inputs), outputs: describe(outputs) });
+  send({
+    type: 'ready',
+    provider,
+    fallbacks: [],
+    notices,
+    inputs: describe(inputs),
+    outputs: describe(outputs),
+  });
 
   const specs = new Map<string, TensorSpec>([...setup.inputs, ...setup.outputs].map((t) => [t.name, t]));
   port.on('message', (req: RunRequest) => {
@@ -98,7 +115,10 @@ function main(): void {
         const values = data instanceof Float32Array ? data.slice() : toFloat32(spec, data);
         return { name: spec.name, data: values };
       });
-      send({ type: 'result', id: req.id, outputs: result }, result.map((o) => o.data.buffer as ArrayBuffer));
+      send(
+        { type: 'result', id: req.id, outputs: result },
+        result.map((o) => o.data.buffer as ArrayBuffer),
+      );
     } catch (err) {
       send({ type: 'runError', id: req.id, message: errorMessage(err) });
     }

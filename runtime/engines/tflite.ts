@@ -14,13 +14,23 @@ import { WorkerEngine } from './worker-engine.js';
  * is used or the load fails with VIGIL_ERR_ENGINE_UNAVAILABLE: never a silent fall back to the
  * CPU. The model's real inputs and outputs are checked against vigil.json, then it is warmed up.
  */
-export async function createTfliteEngine(pkg: ModelPackage, options: EngineOptions, log: Logger): Promise<WorkerEngine> {
+export async function createTfliteEngine(
+  pkg: ModelPackage,
+  options: EngineOptions,
+  log: Logger,
+): Promise<WorkerEngine> {
   const label = `model ${pkg.manifest.name}@${pkg.manifest.version} (tflite)`;
   const started = performance.now();
-  if (options.tflite.delegate) await probeDelegate(pkg.modelPath, options.tflite.delegate, options.tflite.threads);
+  if (options.tflite.delegate)
+    await probeDelegate(pkg.modelPath, options.tflite.delegate, options.tflite.threads);
   const { worker, ready } = await InferenceWorker.start<TfliteEngineOptions>(
     workerScriptUrl('tflite-worker'),
-    { modelPath: pkg.modelPath, inputs: pkg.manifest.inputs, outputs: pkg.manifest.outputs, options: options.tflite },
+    {
+      modelPath: pkg.modelPath,
+      inputs: pkg.manifest.inputs,
+      outputs: pkg.manifest.outputs,
+      options: options.tflite,
+    },
     label,
     log,
   );
@@ -28,7 +38,13 @@ export async function createTfliteEngine(pkg: ModelPackage, options: EngineOptio
     for (const notice of ready.notices) log.warn({ model: pkg.manifest.name }, `${label}: ${notice}`);
     checkModelIo(label, 'input', pkg.manifest.inputs, ready.inputs, true);
     checkModelIo(label, 'output', pkg.manifest.outputs, ready.outputs, true);
-    const engine = new WorkerEngine(pkg.manifest, 'tflite', ready.provider, worker, performance.now() - started);
+    const engine = new WorkerEngine(
+      pkg.manifest,
+      'tflite',
+      ready.provider,
+      worker,
+      performance.now() - started,
+    );
     await engine.warmUp(options.warmupRuns);
     return engine;
   } catch (err) {
@@ -69,7 +85,15 @@ async function probeDelegate(
     const model = file.buffer.slice(file.byteOffset, file.byteOffset + file.byteLength);
     const r = new TFLiteNodeModelRunner(model, { threads: Number(process.argv[4]), delegate: { path: process.argv[3], options: JSON.parse(process.argv[5]) } });
     r.infer();`;
-  const args = ['-e', script, runtime, modelPath, delegate.library, String(threads), JSON.stringify(Object.entries(delegate.options))];
+  const args = [
+    '-e',
+    script,
+    runtime,
+    modelPath,
+    delegate.library,
+    String(threads),
+    JSON.stringify(Object.entries(delegate.options)),
+  ];
   await new Promise<void>((resolve, reject) => {
     execFile(process.execPath, args, { timeout: 120_000 }, (err, _stdout, stderr) => {
       if (!err) return resolve();

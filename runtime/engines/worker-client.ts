@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { VigilError, errorMessage, type VigilErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -75,7 +77,11 @@ export function workerScriptUrl(name: string, base: string = import.meta.url): U
   if (base.endsWith('.ts')) {
     const at = base.lastIndexOf('/runtime/');
     if (at < 0) throw new Error(`cannot locate the compiled worker for ${base}`);
-    return new URL(`${base.slice(0, at)}/dist/runtime/engines/${name}.js`);
+    const compiled = new URL(`${base.slice(0, at)}/dist/runtime/engines/${name}.js`);
+    if (!existsSync(compiled)) {
+      throw new Error(`${fileURLToPath(compiled)} is missing: compile first with 'npx tsc -p tsconfig.json'`);
+    }
+    return compiled;
   }
   return new URL(`./${name}.js`, base);
 }
@@ -117,19 +123,34 @@ export class InferenceWorker {
         cleanup();
         if (msg.type === 'ready') resolve(msg);
         else if (msg.type === 'failed') reject(new VigilError(msg.code, msg.message));
-        else reject(new VigilError('VIGIL_ERR_MODEL_LOAD', `${label}: unexpected first message '${msg.type}' from worker`));
+        else
+          reject(
+            new VigilError(
+              'VIGIL_ERR_MODEL_LOAD',
+              `${label}: unexpected first message '${msg.type}' from worker`,
+            ),
+          );
       };
       const onError = (err: Error): void => {
         cleanup();
         reject(
-          new VigilError('VIGIL_ERR_MODEL_LOAD', `${label}: inference worker failed while loading ${setup.modelPath}: ${err.message}`, {
-            cause: err,
-          }),
+          new VigilError(
+            'VIGIL_ERR_MODEL_LOAD',
+            `${label}: inference worker failed while loading ${setup.modelPath}: ${err.message}`,
+            {
+              cause: err,
+            },
+          ),
         );
       };
       const onExit = (code: number): void => {
         cleanup();
-        reject(new VigilError('VIGIL_ERR_MODEL_LOAD', `${label}: inference worker exited with code ${code} while loading ${setup.modelPath}`));
+        reject(
+          new VigilError(
+            'VIGIL_ERR_MODEL_LOAD',
+            `${label}: inference worker exited with code ${code} while loading ${setup.modelPath}`,
+          ),
+        );
       };
       const cleanup = (): void => {
         w.off('message', onMessage);
@@ -160,7 +181,13 @@ export class InferenceWorker {
     this.worker.on('exit', (code) => {
       this.exited = true;
       if (!this.closing) this.fail(`inference worker exited unexpectedly (code ${code})`);
-      else this.rejectAll(new VigilError('VIGIL_ERR_INFERENCE', `${this.label}: engine closed while an inference was pending`));
+      else
+        this.rejectAll(
+          new VigilError(
+            'VIGIL_ERR_INFERENCE',
+            `${this.label}: engine closed while an inference was pending`,
+          ),
+        );
     });
   }
 
@@ -186,7 +213,8 @@ export class InferenceWorker {
    */
   run(inputs: Array<{ name: string; data: Float32Array }>): Promise<Map<string, Float32Array>> {
     if (this.failure) return Promise.reject(this.failure);
-    if (this.closing) return Promise.reject(new VigilError('VIGIL_ERR_INFERENCE', `${this.label}: engine is closed`));
+    if (this.closing)
+      return Promise.reject(new VigilError('VIGIL_ERR_INFERENCE', `${this.label}: engine is closed`));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
@@ -215,15 +243,26 @@ export function checkModelIo(
   for (const spec of manifest) {
     const actual = model.find((t) => t.name === spec.name);
     if (!actual) {
-      throw ioMismatch(label, `${kind} '${spec.name}'`, `vigil.json names ${kind} '${spec.name}'`, `the model's ${kind}s are ${list(modelNames)}`);
+      throw ioMismatch(
+        label,
+        `${kind} '${spec.name}'`,
+        `vigil.json names ${kind} '${spec.name}'`,
+        `the model's ${kind}s are ${list(modelNames)}`,
+      );
     }
     if (checkDtype && actual.dtype !== spec.dtype) {
-      throw ioMismatch(label, `${kind} '${spec.name}'`, `vigil.json says dtype ${spec.dtype}`, `the model says ${actual.dtype}`);
+      throw ioMismatch(
+        label,
+        `${kind} '${spec.name}'`,
+        `vigil.json says dtype ${spec.dtype}`,
+        `the model says ${actual.dtype}`,
+      );
     }
     if (actual.shape.length > 0) {
       // A symbolic dimension (ONNX dim_param such as 'batch') accepts the manifest's number.
       const fits =
-        actual.shape.length === spec.shape.length && actual.shape.every((d, i) => typeof d === 'string' || d === spec.shape[i]);
+        actual.shape.length === spec.shape.length &&
+        actual.shape.every((d, i) => typeof d === 'string' || d === spec.shape[i]);
       if (!fits) {
         throw ioMismatch(
           label,

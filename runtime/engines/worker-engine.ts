@@ -31,9 +31,16 @@ export class WorkerEngine implements Engine {
   async run(inputs: TensorMap): Promise<TensorMap> {
     const sent = this.manifest.inputs.map((spec) => {
       const t = inputs[spec.name];
-      if (!t) throw new VigilError('VIGIL_ERR_INFERENCE', `input '${spec.name}' is missing (got ${Object.keys(inputs).join(', ') || 'none'})`);
+      if (!t)
+        throw new VigilError(
+          'VIGIL_ERR_INFERENCE',
+          `input '${spec.name}' is missing (got ${Object.keys(inputs).join(', ') || 'none'})`,
+        );
       if (!(t.data instanceof Float32Array)) {
-        throw new VigilError('VIGIL_ERR_INFERENCE', `input '${spec.name}' must be float32 in model units; the engine quantizes it`);
+        throw new VigilError(
+          'VIGIL_ERR_INFERENCE',
+          `input '${spec.name}' must be float32 in model units; the engine quantizes it`,
+        );
       }
       if (t.data.length !== shapeSize(spec.shape)) {
         throw new VigilError(
@@ -41,7 +48,9 @@ export class WorkerEngine implements Engine {
           `input '${spec.name}' has ${t.data.length} values, the model takes ${formatShape(spec.shape)} = ${shapeSize(spec.shape)}`,
         );
       }
-      return { name: spec.name, data: t.data };
+      // Structured clone copies a view's whole ArrayBuffer: send a view of a larger buffer as its own copy.
+      const data = t.data.byteLength === t.data.buffer.byteLength ? t.data : t.data.slice();
+      return { name: spec.name, data };
     });
     const outputs = await this.worker.run(sent);
     const result: TensorMap = {};
@@ -56,7 +65,11 @@ export class WorkerEngine implements Engine {
     const started = performance.now();
     const zeros: TensorMap = {};
     for (const spec of this.manifest.inputs) {
-      zeros[spec.name] = { dtype: 'float32', shape: [...spec.shape], data: new Float32Array(shapeSize(spec.shape)) };
+      zeros[spec.name] = {
+        dtype: 'float32',
+        shape: [...spec.shape],
+        data: new Float32Array(shapeSize(spec.shape)),
+      };
     }
     for (let i = 0; i < runs; i++) await this.run(zeros);
     this.warmupMs = performance.now() - started;

@@ -49,7 +49,10 @@ export async function loadModelPackage(dir: string): Promise<ModelPackage> {
     }
     if (!isInside(realRoot, real)) {
       throw new ManifestError(where, [
-        { path: `files.${name}`, message: `resolves to ${real}, outside the package folder (symbolic link?)` },
+        {
+          path: `files.${name}`,
+          message: `resolves to ${real}, outside the package folder (symbolic link?)`,
+        },
       ]);
     }
     const actual = await sha256File(real);
@@ -111,7 +114,13 @@ function checkFileEntries(m: Manifest): Issue[] {
   const names = [...Object.keys(m.files), m.file];
   for (const name of new Set(names)) {
     const parts = name.split(/[\\/]/);
-    if (path.isAbsolute(name) || path.win32.isAbsolute(name) || parts.includes('..') || parts.includes('.') || parts.includes('')) {
+    if (
+      path.isAbsolute(name) ||
+      path.win32.isAbsolute(name) ||
+      parts.includes('..') ||
+      parts.includes('.') ||
+      parts.includes('')
+    ) {
       issues.push({
         path: name === m.file ? 'file' : `files.${name}`,
         message: `'${name}' must be a plain relative path inside the package (no '..', '.', empty or absolute parts)`,
@@ -119,7 +128,10 @@ function checkFileEntries(m: Manifest): Issue[] {
     }
   }
   if (!Object.hasOwn(m.files, m.file)) {
-    issues.push({ path: 'file', message: `'${m.file}' is not listed in files, so its sha256 cannot be checked` });
+    issues.push({
+      path: 'file',
+      message: `'${m.file}' is not listed in files, so its sha256 cannot be checked`,
+    });
   }
   for (const reserved of [MANIFEST_FILE, SIGNATURE_FILE]) {
     if (Object.hasOwn(m.files, reserved)) {
@@ -141,12 +153,23 @@ export function checkManifestConsistency(m: Manifest): Issue[] {
   ];
   for (const { t, where } of tensors) {
     if ((t.dtype === 'int8' || t.dtype === 'uint8') && !t.quantization) {
-      issues.push({ path: `${where}.quantization`, message: `required for ${t.dtype} tensor '${t.name}' (scale and zeroPoint)` });
+      issues.push({
+        path: `${where}.quantization`,
+        message: `required for ${t.dtype} tensor '${t.name}' (scale and zeroPoint)`,
+      });
     }
-    if (t.quantization && t.dtype === 'int8' && (t.quantization.zeroPoint < -128 || t.quantization.zeroPoint > 127)) {
+    if (
+      t.quantization &&
+      t.dtype === 'int8' &&
+      (t.quantization.zeroPoint < -128 || t.quantization.zeroPoint > 127)
+    ) {
       issues.push({ path: `${where}.quantization.zeroPoint`, message: 'must be within -128..127 for int8' });
     }
-    if (t.quantization && t.dtype === 'uint8' && (t.quantization.zeroPoint < 0 || t.quantization.zeroPoint > 255)) {
+    if (
+      t.quantization &&
+      t.dtype === 'uint8' &&
+      (t.quantization.zeroPoint < 0 || t.quantization.zeroPoint > 255)
+    ) {
       issues.push({ path: `${where}.quantization.zeroPoint`, message: 'must be within 0..255 for uint8' });
     }
   }
@@ -187,7 +210,8 @@ export function checkManifestConsistency(m: Manifest): Issue[] {
   } else {
     const [, a, b, c] = input.shape as [number, number, number, number];
     const [h, w, ch] = layout === 'NHWC' ? [a, b, c] : [b, c, a];
-    const expected = layout === 'NHWC' ? [1, pre.height, pre.width, channels] : [1, channels, pre.height, pre.width];
+    const expected =
+      layout === 'NHWC' ? [1, pre.height, pre.width, channels] : [1, channels, pre.height, pre.width];
     if (h !== pre.height || w !== pre.width || ch !== channels || input.shape[0] !== 1) {
       issues.push({
         path: 'inputs.0.shape',
@@ -200,7 +224,10 @@ export function checkManifestConsistency(m: Manifest): Issue[] {
   for (const key of ['mean', 'std'] as const) {
     const n = pre.normalize[key].length;
     if (n !== 1 && n !== channels) {
-      issues.push({ path: `preprocessing.normalize.${key}`, message: `needs 1 or ${channels} entries, got ${n}` });
+      issues.push({
+        path: `preprocessing.normalize.${key}`,
+        message: `needs 1 or ${channels} entries, got ${n}`,
+      });
     }
   }
   return issues;

@@ -37,10 +37,10 @@ export function sniffImageType(data: Uint8Array): 'jpeg' | 'png' | undefined {
 export async function decodeAndResize(data: Uint8Array, pre: ImagePreprocessing): Promise<DecodedImage> {
   const type = sniffImageType(data);
   if (!type) throw new VigilError('VIGIL_ERR_DECODE', 'not a JPEG or PNG image (unrecognised first bytes)');
-  let img = sharp(data, { limitInputPixels: pre.maxInputPixels, failOn: 'truncated', sequentialRead: true });
   let meta: Metadata;
   try {
-    meta = await img.metadata();
+    // The header alone (no pixel limit here, so that an oversized frame is named with its size).
+    meta = await sharp(data, { limitInputPixels: false }).metadata();
   } catch (err) {
     throw new VigilError('VIGIL_ERR_DECODE', `unreadable ${type} header: ${(err as Error).message}`, { cause: err });
   }
@@ -52,6 +52,9 @@ export async function decodeAndResize(data: Uint8Array, pre: ImagePreprocessing)
       `image is ${w}x${h}, larger than the ${pre.maxInputPixels}-pixel limit of this model (preprocessing.maxInputPixels)`,
     );
   }
+  // failOn 'warning': libjpeg "recovers" from corrupt entropy data by painting grey blocks, and
+  // inspecting such a picture gives a confident wrong answer; a damaged frame is refused instead.
+  let img = sharp(data, { limitInputPixels: pre.maxInputPixels, failOn: 'warning', sequentialRead: true });
   if (w < 8 || h < 8) throw new VigilError('VIGIL_ERR_DECODE', `image is ${w}x${h}, too small to inspect`);
   img = img.resize(pre.width, pre.height, { fit: pre.resize, kernel: 'linear' });
   img = pre.colorSpace === 'grayscale' ? img.greyscale() : img.removeAlpha().toColourspace('srgb');

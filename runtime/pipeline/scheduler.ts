@@ -2,6 +2,9 @@ import type { FrameSample } from './sample.js';
 
 export type DropReason = 'superseded' | 'deadline';
 
+const RECENT_SAMPLES = 16;
+const ESTIMATE_WINDOW_MS = 5_000;
+
 /**
  * The admission policy of one pipeline: a bounded set of pending frames, one slot per source
  * (a camera keeps only its latest pending frame), served oldest-first, and a deadline check at
@@ -9,9 +12,8 @@ export type DropReason = 'superseded' | 'deadline';
  */
 export class FrameScheduler {
   private readonly pending = new Map<string, FrameSample>();
-  /** Exponentially weighted mean of recent service times (dequeue to stored), ms. */
-  private serviceEstimateMs = 0;
-  private observed = 0;
+  /** Recent service times (dequeue to stored) with when they were observed. */
+  private readonly recent: Array<{ at: number; ms: number }> = [];
 
   constructor(
     private readonly budgetMs: number,
@@ -35,11 +37,12 @@ export class FrameScheduler {
    * already waited plus the expected service time exceeds the budget) are dropped on the way.
    */
   next(now: number): FrameSample | undefined {
+    const estimate = this.estimateAt(now);
     while (this.pending.size > 0) {
       let oldest: FrameSample | undefined;
       for (const s of this.pending.values()) if (!oldest || s.arrivedAt < oldest.arrivedAt) oldest = s;
       this.pending.delete(oldest!.source);
-      if (now - oldest!.arrivedAt + this.serviceEstimateMs > this.budgetMs) {
+      if (now - oldest!.arrivedAt + estimate > this.budgetMs) {
         this.onDrop(oldest!, 'deadline');
         continue;
       }
@@ -48,16 +51,22 @@ export class FrameScheduler {
     return undefined;
   }
 
-  /** Feeds back how long a frame took from dequeue to stored. */
-  observeService(ms: number): void {
-    this.observed++;
-    // Warm-up: a plain mean of the first few, then an EWMA that follows load changes.
-    const alpha = this.observed < 10 ? 1 / this.observed : 0.1;
-    this.serviceEstimateMs += alpha * (ms - this.serviceEstimateMs);
+  /** Feeds back how long a frame took from dequeue to stored, observed at `now`. */
+  observeService(ms: number, now: number): void {
+    this.recent.push({ at: now, ms });
+    if (this.recent.length > RECENT_SAMPLES) this.recent.shift();
   }
 
-  get estimateMs(): number {
-    return this.serviceEstimateMs;
+  /**
+   * The least service time seen in the last few seconds: optimistic on purpose, so that only
+   * frames that surely cannot make it are dropped. Old observations expire, so one slow frame
+   * (a cold cache, a burst of load) cannot make the pipeline drop everything that follows
+   * forever: with no recent observation the next frame is tried.
+   */
+  estimateAt(now: number): number {
+    let best = Infinity;
+    for (const r of this.recent) if (now - r.at <= ESTIMATE_WINDOW_MS && r.ms < best) best = r.ms;
+    return best === Infinity ? 0 : best;
   }
 
   /** Drops everything pending (on stop). */

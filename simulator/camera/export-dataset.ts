@@ -74,12 +74,29 @@ export async function exportDataset(opts: ExportOptions, progress?: (done: numbe
     for (let index = 0; index < opts.count; index++) {
       const label = pickLabel(labelRng);
       const seed = frameSeed(opts.seed, index);
-      const frame = await renderFrame({ width: opts.width, height: opts.height, label, seed, format: 'jpeg' });
+      const frame = await renderFrame({
+        width: opts.width,
+        height: opts.height,
+        label,
+        seed,
+        format: 'jpeg',
+      });
       const decoded = await decodeAndResize(frame.data, pre);
       await pixelsFile.write(decoded.pixels);
       if (index < opts.keepImages) await writeFile(path.join(opts.out, 'frames', `${index}.jpg`), frame.data);
       const box = frame.truth.box;
-      rows.push([index, label, seed, box?.x ?? '', box?.y ?? '', box?.width ?? '', box?.height ?? '', frame.data.length].join(','));
+      rows.push(
+        [
+          index,
+          label,
+          seed,
+          box?.x ?? '',
+          box?.y ?? '',
+          box?.width ?? '',
+          box?.height ?? '',
+          frame.data.length,
+        ].join(','),
+      );
       counts[label] = (counts[label] ?? 0) + 1;
       if (progress && (index + 1) % 500 === 0) progress(index + 1);
     }
@@ -102,13 +119,19 @@ export async function exportDataset(opts: ExportOptions, progress?: (done: numbe
   await writeFile(path.join(opts.out, 'meta.json'), JSON.stringify(meta, null, 2) + '\n');
 }
 
-function parseIntOption(name: string, value: string | undefined, fallback: number | undefined, min: number): number {
+function parseIntOption(
+  name: string,
+  value: string | undefined,
+  fallback: number | undefined,
+  min: number,
+): number {
   if (value === undefined) {
     if (fallback === undefined) throw new Error(`--${name} is required`);
     return fallback;
   }
   const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min}, got '${value}'`);
+  if (!Number.isInteger(n) || n < min)
+    throw new Error(`--${name} must be an integer >= ${min}, got '${value}'`);
   return n;
 }
 
@@ -152,7 +175,9 @@ async function main(): Promise<void> {
   }
   const started = Date.now();
   await exportDataset(opts, (done) => process.stderr.write(`export-dataset: ${done}/${opts.count} frames\n`));
-  process.stderr.write(`export-dataset: wrote ${opts.count} frames to ${opts.out} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+  process.stderr.write(
+    `export-dataset: wrote ${opts.count} frames to ${opts.out} in ${((Date.now() - started) / 1000).toFixed(1)} s\n`,
+  );
 }
 
 // Run only as a program, not when imported (by tests).

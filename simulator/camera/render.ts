@@ -88,7 +88,9 @@ export async function renderFrame(opts: RenderOptions): Promise<RenderedFrame> {
 function checkOptions(opts: RenderOptions): void {
   const { width, height } = opts;
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < MIN_SIDE || height < MIN_SIDE) {
-    throw new RangeError(`camera frame size ${width}x${height} is invalid: width and height must be integers >= ${MIN_SIDE}`);
+    throw new RangeError(
+      `camera frame size ${width}x${height} is invalid: width and height must be integers >= ${MIN_SIDE}`,
+    );
   }
   if (width * height > MAX_PIXELS) {
     throw new RangeError(`camera frame size ${width}x${height} is larger than ${MAX_PIXELS} pixels`);
@@ -114,7 +116,13 @@ function toFrame(part: Part, u: number, v: number): [number, number] {
 }
 
 /** Random 1-D profile smoothed over `window` samples: brushing streaks and their slow modulation. */
-function smoothProfile(rng: Rng, length: number, window: number, amplitude: number, streakChance: number): Float32Array {
+function smoothProfile(
+  rng: Rng,
+  length: number,
+  window: number,
+  amplitude: number,
+  streakChance: number,
+): Float32Array {
   const raw = new Float32Array(length + window);
   for (let i = 0; i < raw.length; i++) {
     raw[i] = rng.gaussian() * amplitude * (rng.chance(streakChance) ? 2.2 : 1);
@@ -181,7 +189,18 @@ function drawSmudges(rng: Rng, canvas: Canvas, part: Part): void {
     const [cx, cy] = toFrame(part, rng.range(-0.8, 0.8) * part.halfW, rng.range(-0.8, 0.8) * part.halfH);
     const radius = rng.range(25, 90) * canvas.scale;
     const contrast = rng.sign() * rng.range(4, 12);
-    stampBlob(canvas.surface, canvas.width, canvas.height, cx, cy, radius, radius * rng.range(0.5, 1), rng.range(0, Math.PI), contrast, 'soft');
+    stampBlob(
+      canvas.surface,
+      canvas.width,
+      canvas.height,
+      cx,
+      cy,
+      radius,
+      radius * rng.range(0.5, 1),
+      rng.range(0, Math.PI),
+      contrast,
+      'soft',
+    );
   }
 }
 
@@ -190,7 +209,11 @@ function drawHoles(canvas: Canvas, part: Part): void {
   const radius = Math.max(3, 11 * canvas.scale);
   for (const su of [-1, 1]) {
     for (const sv of [-1, 1]) {
-      const [cx, cy] = toFrame(part, su * (part.halfW - 26 * canvas.scale), sv * (part.halfH - 26 * canvas.scale));
+      const [cx, cy] = toFrame(
+        part,
+        su * (part.halfW - 26 * canvas.scale),
+        sv * (part.halfH - 26 * canvas.scale),
+      );
       stampBlob(canvas.surface, canvas.width, canvas.height, cx, cy, radius, radius, 0, -90, 'hard');
     }
   }
@@ -350,7 +373,14 @@ function drawCrack(rng: Rng, canvas: Canvas, part: Part): void {
   const s = canvas.scale;
   const contrast = -rng.range(45, 95);
   const [sx, sy] = interiorPoint(rng, part, 0.55);
-  const walk = (x: number, y: number, heading: number, length: number, lineWidth: number, depth: number): void => {
+  const walk = (
+    x: number,
+    y: number,
+    heading: number,
+    length: number,
+    lineWidth: number,
+    depth: number,
+  ): void => {
     let travelled = 0;
     while (travelled < length) {
       const step = rng.range(5, 12) * s;
@@ -360,7 +390,14 @@ function drawCrack(rng: Rng, canvas: Canvas, part: Part): void {
       const w = Math.max(2, lineWidth * rng.range(0.8, 1.2));
       stampSegment(canvas, x, y, nx, ny, w, contrast, contrast);
       if (depth === 0 && rng.chance(0.12)) {
-        walk(nx, ny, heading + rng.sign() * rng.range(0.5, 1.2), length * rng.range(0.2, 0.45), lineWidth * 0.75, depth + 1);
+        walk(
+          nx,
+          ny,
+          heading + rng.sign() * rng.range(0.5, 1.2),
+          length * rng.range(0.2, 0.45),
+          lineWidth * 0.75,
+          depth + 1,
+        );
       }
       x = nx;
       y = ny;
@@ -384,7 +421,20 @@ function drawInclusion(rng: Rng, canvas: Canvas, part: Part): void {
     const x = main ? cx : cx + rng.gaussian() * spread;
     const y = main ? cy : cy + rng.gaussian() * spread;
     const c = contrast * (main ? 1 : rng.range(0.7, 1));
-    stampBlob(canvas.defect, canvas.width, canvas.height, x, y, r, r * rng.range(0.6, 1), rng.range(0, Math.PI), c, 'hard', compose, canvas.extent);
+    stampBlob(
+      canvas.defect,
+      canvas.width,
+      canvas.height,
+      x,
+      y,
+      r,
+      r * rng.range(0.6, 1),
+      rng.range(0, Math.PI),
+      c,
+      'hard',
+      compose,
+      canvas.extent,
+    );
   }
 }
 
@@ -430,7 +480,13 @@ function boxOf(extent: Extent, width: number, height: number): NonNullable<Frame
 }
 
 /** Focus and compression vary from camera to camera: sometimes a slight blur, JPEG quality 55..95. */
-async function encode(rng: Rng, pixels: Uint8Array, width: number, height: number, format: 'jpeg' | 'png'): Promise<Buffer> {
+async function encode(
+  rng: Rng,
+  pixels: Uint8Array,
+  width: number,
+  height: number,
+  format: 'jpeg' | 'png',
+): Promise<Buffer> {
   const blurSigma = rng.chance(0.3) ? rng.range(0.6, 1.4) : 0;
   const quality = rng.int(55, 95);
   let img = sharp(pixels, { raw: { width, height, channels: 1 } });

@@ -6,6 +6,8 @@ import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { parseConfig, loadConfigFile } from '../../runtime/config/load.js';
 import { ConfigError } from '../../runtime/errors.js';
+import { configReferenceMarkdown } from '../../runtime/config/docs.js';
+import { readFile as readText } from 'node:fs/promises';
 
 const run = promisify(execFile);
 const ROOT = path.resolve(import.meta.dirname, '../..');
@@ -95,6 +97,12 @@ describe('config schema', () => {
     const file = path.join(dir, 'bad.yaml');
     await writeFile(file, 'device:\n  id: gw1\n sources: [\n');
     await expect(loadConfigFile(file)).rejects.toThrow(/line \d+, column \d+/);
+  });
+});
+
+describe('docs/CONFIG.md', () => {
+  it('is the reference generated from the schema (regenerate with `vigil config docs > docs/CONFIG.md`)', async () => {
+    expect(await readText(path.join(ROOT, 'docs/CONFIG.md'), 'utf8')).toBe(configReferenceMarkdown());
   });
 });
 

@@ -7,7 +7,19 @@ import { createOnnxEngine } from '../../runtime/engines/onnx.js';
 import { VigilError } from '../../runtime/errors.js';
 import { loadModelPackage } from '../../runtime/model/package.js';
 import { silentLogger } from '../../runtime/log.js';
-import { OPTIONS, ROOT, TINY_FP32, TINY_INT8, captureLog, cleanupCopies, copyPackage, editManifest, expectedProbs, ticksBetweenResults } from './support.js';
+import {
+  OPTIONS,
+  ROOT,
+  TINY_FP32,
+  TINY_INT8,
+  captureLog,
+  cleanupCopies,
+  copyPackage,
+  editManifest,
+  expectedProbs,
+  ticksBetweenResults,
+  type ManifestJson,
+} from './support.js';
 
 const TINY_SLOW = path.join(ROOT, 'test/fixtures/tiny/slow');
 
@@ -38,7 +50,13 @@ describe('ONNX engine', () => {
     }
     const ready = lines.filter((l) => l.msg.includes('ready on'));
     expect(ready).toHaveLength(1);
-    expect(ready[0]).toMatchObject({ model: 'tiny-fp32', version: '1', backend: 'onnxruntime-node', provider: 'cpu', warmupRuns: 1 });
+    expect(ready[0]).toMatchObject({
+      model: 'tiny-fp32',
+      version: '1',
+      backend: 'onnxruntime-node',
+      provider: 'cpu',
+      warmupRuns: 1,
+    });
     expect(typeof ready[0]!.loadMs).toBe('number');
     expect(typeof ready[0]!.warmupMs).toBe('number');
   });
@@ -62,31 +80,60 @@ describe('ONNX engine', () => {
   it('falls back from an unavailable execution provider to cpu, with one warn line saying so', async () => {
     const { log, lines } = captureLog();
     const pkg = await loadModelPackage(TINY_FP32);
-    const engine = await createOnnxEngine(pkg, { ...OPTIONS, onnx: { executionProviders: ['cuda', 'cpu'], intraOpThreads: 1 } }, log);
+    const engine = await createOnnxEngine(
+      pkg,
+      { ...OPTIONS, onnx: { executionProviders: ['cuda', 'cpu'], intraOpThreads: 1 } },
+      log,
+    );
     engines.push(engine);
     expect(engine.provider).toBe('cpu');
     const warns = lines.filter((l) => l.level === 40);
     expect(warns).toHaveLength(1);
-    expect(warns[0]!.msg).toMatch(/execution provider 'cuda' is not available \(cuda: .+\); using 'cpu' instead/);
+    expect(warns[0]!.msg).toMatch(
+      /execution provider 'cuda' is not available \(cuda: .+\); using 'cpu' instead/,
+    );
     expect(warns[0]).toMatchObject({ requested: ['cuda', 'cpu'], provider: 'cpu' });
     expect((await engine.run(image(0.5))).probs!.data[0]).toBeCloseTo(expectedProbs(0.5)[0], 6);
   });
 
   it('says which providers failed when none can load the model', async () => {
     const pkg = await loadModelPackage(TINY_FP32);
-    const err = await createOnnxEngine(pkg, { ...OPTIONS, onnx: { executionProviders: ['tpu-nonexistent'], intraOpThreads: 1 } }, silentLogger()).catch(
-      (e: unknown) => e as VigilError,
-    );
+    const err = await createOnnxEngine(
+      pkg,
+      { ...OPTIONS, onnx: { executionProviders: ['tpu-nonexistent'], intraOpThreads: 1 } },
+      silentLogger(),
+    ).catch((e: unknown) => e as VigilError);
     expect(err).toBeInstanceOf(VigilError);
     expect((err as VigilError).code).toBe('VIGIL_ERR_MODEL_LOAD');
-    expect((err as VigilError).message).toContain('tpu-nonexistent: not supported by this onnxruntime-node build');
+    expect((err as VigilError).message).toContain(
+      'tpu-nonexistent: not supported by this onnxruntime-node build',
+    );
   });
 
   it.each([
-    ['input name', (m: any) => (m.inputs[0].name = 'pixels'), /input 'pixels': vigil.json names input 'pixels', but the model's inputs are 'image'/],
-    ['input shape', (m: any) => ((m.inputs[0].shape = [1, 3, 8, 8]), (m.inputs[0].layout = 'NCHW')), /input 'image': vigil.json says shape \[1, 3, 8, 8\], but the model says \[1, 8, 8, 3\]/],
-    ['input dtype', (m: any) => ((m.inputs[0].dtype = 'int8'), (m.inputs[0].quantization = { scale: 0.1, zeroPoint: 0 })), /input 'image': vigil.json says dtype int8, but the model says float32/],
-    ['output name', (m: any) => ((m.outputs[0].name = 'scores'), (m.postprocessing.output = 'scores')), /output 'scores': vigil.json names output 'scores', but the model's outputs are 'probs'/],
+    [
+      'input name',
+      (m: ManifestJson) => (m.inputs[0].name = 'pixels'),
+      /input 'pixels': vigil.json names input 'pixels', but the model's inputs are 'image'/,
+    ],
+    [
+      'input shape',
+      (m: ManifestJson) => ((m.inputs[0].shape = [1, 3, 8, 8]), (m.inputs[0].layout = 'NCHW')),
+      /input 'image': vigil.json says shape \[1, 3, 8, 8\], but the model says \[1, 8, 8, 3\]/,
+    ],
+    [
+      'input dtype',
+      (m: ManifestJson) => (
+        (m.inputs[0].dtype = 'int8'),
+        (m.inputs[0].quantization = { scale: 0.1, zeroPoint: 0 })
+      ),
+      /input 'image': vigil.json says dtype int8, but the model says float32/,
+    ],
+    [
+      'output name',
+      (m: ManifestJson) => ((m.outputs[0].name = 'scores'), (m.postprocessing.output = 'scores')),
+      /output 'scores': vigil.json names output 'scores', but the model's outputs are 'probs'/,
+    ],
   ])('refuses a manifest whose %s disagrees with the model file', async (_what, edit, message) => {
     const dir = await copyPackage(TINY_FP32);
     await editManifest(dir, edit);
@@ -98,9 +145,9 @@ describe('ONNX engine', () => {
 
   it('refuses inputs of the wrong size, and runs nothing once closed', async () => {
     const engine = await loadEngine(TINY_FP32, OPTIONS, silentLogger());
-    await expect(engine.run({ image: { dtype: 'float32', shape: [1, 2], data: new Float32Array(2) } })).rejects.toThrow(
-      /has 2 values, the model takes \[1, 8, 8, 3\] = 192/,
-    );
+    await expect(
+      engine.run({ image: { dtype: 'float32', shape: [1, 2], data: new Float32Array(2) } }),
+    ).rejects.toThrow(/has 2 values, the model takes \[1, 8, 8, 3\] = 192/);
     await engine.close();
     expect(engine.closed).toBe(true);
     await expect(engine.run(image(0))).rejects.toMatchObject({ code: 'VIGIL_ERR_INFERENCE' });
@@ -109,7 +156,9 @@ describe('ONNX engine', () => {
 
 describe('ONNX inference and the event loop', () => {
   it("onnxruntime-node's own session.run blocks the event loop (why the engine uses a worker)", async () => {
-    const session = await ort.InferenceSession.create(path.join(TINY_SLOW, 'model.onnx'), { intraOpNumThreads: 1 });
+    const session = await ort.InferenceSession.create(path.join(TINY_SLOW, 'model.onnx'), {
+      intraOpNumThreads: 1,
+    });
     const feeds = { image: new ort.Tensor('float32', new Float32Array(192), [1, 8, 8, 3]) };
     const { between } = await ticksBetweenResults([1, 2, 3].map(() => () => session.run(feeds)));
     expect(between).toBe(0);

@@ -65,9 +65,13 @@ describe('loadModelPackage', () => {
     'refuses the path-traversal file entry %s',
     async (entry) => {
       const dir = await copyPackage(TINY_FP32);
-      await editManifest(dir, (m) => {
-        m.files[entry] = '0'.repeat(64);
-      }, false);
+      await editManifest(
+        dir,
+        (m) => {
+          m.files[entry] = '0'.repeat(64);
+        },
+        false,
+      );
       const err = await rejection(loadModelPackage(dir));
       expect(err).toBeInstanceOf(ManifestError);
       expect(err.code).toBe('VIGIL_ERR_MANIFEST_INVALID');
@@ -77,9 +81,13 @@ describe('loadModelPackage', () => {
 
   it('refuses a model file entry that points outside the package', async () => {
     const dir = await copyPackage(TINY_FP32);
-    await editManifest(dir, (m) => {
-      m.file = '../model.onnx';
-    }, false);
+    await editManifest(
+      dir,
+      (m) => {
+        m.file = '../model.onnx';
+      },
+      false,
+    );
     const err = await rejection(loadModelPackage(dir));
     expect(err.message).toContain('file: ');
     expect(err.message).toContain('is not listed in files');

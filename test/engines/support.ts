@@ -34,15 +34,25 @@ export async function cleanupCopies(): Promise<void> {
   await Promise.all(temps.splice(0).map((d) => rm(d, { recursive: true, force: true })));
 }
 
+/** vigil.json as the tests edit it: any shape, so that they can also write invalid manifests. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above
+export type ManifestJson = any;
+
 /** Rewrites vigil.json through `edit`, re-hashing the listed files so that only the edit differs. */
-export async function editManifest(dir: string, edit: (m: Record<string, any>) => void, rehash = true): Promise<void> {
+export async function editManifest(
+  dir: string,
+  edit: (m: ManifestJson) => void,
+  rehash = true,
+): Promise<void> {
   const file = path.join(dir, 'vigil.json');
-  const m = JSON.parse(await readFile(file, 'utf8')) as Record<string, any>;
+  const m = JSON.parse(await readFile(file, 'utf8')) as ManifestJson;
   edit(m);
   if (rehash) {
     for (const name of Object.keys(m.files as Record<string, string>)) {
       try {
-        m.files[name] = createHash('sha256').update(await readFile(path.join(dir, name))).digest('hex');
+        m.files[name] = createHash('sha256')
+          .update(await readFile(path.join(dir, name)))
+          .digest('hex');
       } catch {
         // entries that point nowhere stay as they are (the test wants them)
       }
@@ -51,16 +61,23 @@ export async function editManifest(dir: string, edit: (m: Record<string, any>) =
   await writeFile(file, JSON.stringify(m, null, 2));
 }
 
+export interface LogLine {
+  level: number;
+  msg: string;
+  [field: string]: unknown;
+}
+
 export interface CapturedLog {
   log: Logger;
-  lines: Array<Record<string, any>>;
+  lines: LogLine[];
 }
 
 export function captureLog(): CapturedLog {
-  const lines: Array<Record<string, any>> = [];
+  const lines: LogLine[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, done) {
-      for (const line of chunk.toString().split('\n')) if (line.trim()) lines.push(JSON.parse(line) as Record<string, any>);
+      for (const line of chunk.toString().split('\n'))
+        if (line.trim()) lines.push(JSON.parse(line) as LogLine);
       done();
     },
   });
@@ -81,7 +98,9 @@ export function expectedProbs(v: number): [number, number] {
  * inferences that were all started at once. If inference ran on the main thread, the runs queued
  * together would execute back to back and nothing else could run between their results.
  */
-export async function ticksBetweenResults(runs: Array<() => Promise<unknown>>): Promise<{ total: number; between: number }> {
+export async function ticksBetweenResults(
+  runs: Array<() => Promise<unknown>>,
+): Promise<{ total: number; between: number }> {
   let ticks = 0;
   let running = true;
   const spin = (): void => {
@@ -102,4 +121,3 @@ export async function ticksBetweenResults(runs: Array<() => Promise<unknown>>): 
   running = false;
   return { total: ticks, between: last - first };
 }
-

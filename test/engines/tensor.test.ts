@@ -1,13 +1,24 @@
 import { describe, expect, it } from 'vitest';
-import { dequantize, quantize, roundHalfAwayFromZero, shapeSize, shapesEqual } from '../../runtime/engines/tensor.js';
+import {
+  dequantize,
+  quantize,
+  roundHalfAwayFromZero,
+  shapeSize,
+  shapesEqual,
+} from '../../runtime/engines/tensor.js';
 
 describe('tensor quantization', () => {
   it('rounds half away from zero like TFLite, not half to even', () => {
-    expect([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49].map(roundHalfAwayFromZero)).toEqual([1, 2, 3, -1, -2, -3, 0]);
+    expect([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 0.49].map(roundHalfAwayFromZero)).toEqual([
+      1, 2, 3, -1, -2, -3, 0,
+    ]);
   });
 
   it('quantizes int8 with scale and zero point, clamping to -128..127', () => {
-    const q = quantize(new Float32Array([0, 0.25, -0.25, 0.125, 100, -100]), 'int8', { scale: 0.25, zeroPoint: -1 });
+    const q = quantize(new Float32Array([0, 0.25, -0.25, 0.125, 100, -100]), 'int8', {
+      scale: 0.25,
+      zeroPoint: -1,
+    });
     expect(Array.from(q)).toEqual([-1, 0, -2, 0, 127, -128]);
     expect(q).toBeInstanceOf(Int8Array);
   });

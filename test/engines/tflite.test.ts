@@ -6,7 +6,16 @@ import { loadEngine } from '../../runtime/engines/load.js';
 import type { WorkerEngine } from '../../runtime/engines/worker-engine.js';
 import { VigilError } from '../../runtime/errors.js';
 import { silentLogger } from '../../runtime/log.js';
-import { OPTIONS, ROOT, captureLog, cleanupCopies, copyPackage, editManifest, expectedProbs, ticksBetweenResults } from './support.js';
+import {
+  OPTIONS,
+  ROOT,
+  captureLog,
+  cleanupCopies,
+  copyPackage,
+  editManifest,
+  expectedProbs,
+  ticksBetweenResults,
+} from './support.js';
 
 const TFLITE_INT8 = path.join(ROOT, 'test/fixtures/tiny/tflite-int8');
 const TFLITE_SLOW = path.join(ROOT, 'test/fixtures/tiny/tflite-slow');
@@ -60,7 +69,9 @@ describe('TFLite engine', () => {
     });
     const err = await loadEngine(dir, OPTIONS, silentLogger()).catch((e: unknown) => e as VigilError);
     expect((err as VigilError).code).toBe('VIGIL_ERR_MODEL_IO_MISMATCH');
-    expect((err as VigilError).message).toContain("input 'serving_default_input:0': vigil.json names input 'serving_default_input:0', but the model's inputs are 'image'");
+    expect((err as VigilError).message).toContain(
+      "input 'serving_default_input:0': vigil.json names input 'serving_default_input:0', but the model's inputs are 'image'",
+    );
 
     await editManifest(dir, (m) => {
       m.inputs[0].name = 'image';
@@ -69,12 +80,16 @@ describe('TFLite engine', () => {
     });
     const err2 = await loadEngine(dir, OPTIONS, silentLogger()).catch((e: unknown) => e as VigilError);
     expect((err2 as VigilError).code).toBe('VIGIL_ERR_MODEL_IO_MISMATCH');
-    expect((err2 as VigilError).message).toContain("output 'probs': vigil.json says dtype uint8, but the model says int8");
+    expect((err2 as VigilError).message).toContain(
+      "output 'probs': vigil.json says dtype uint8, but the model says int8",
+    );
   });
 
   it('fails clearly, without falling back to the CPU, when the delegate library is missing', async () => {
     const library = '/opt/npu/lib/libvendor_delegate.so';
-    const err = await loadEngine(TFLITE_INT8, withDelegate(library), silentLogger()).catch((e: unknown) => e as VigilError);
+    const err = await loadEngine(TFLITE_INT8, withDelegate(library), silentLogger()).catch(
+      (e: unknown) => e as VigilError,
+    );
     expect(err).toBeInstanceOf(VigilError);
     expect((err as VigilError).code).toBe('VIGIL_ERR_ENGINE_UNAVAILABLE');
     expect((err as VigilError).message).toContain(library);
@@ -85,10 +100,17 @@ describe('TFLite engine', () => {
     // Any shared library that lacks the external-delegate entry points: here, the TFLite runtime itself.
     const dir = await copyPackage(TFLITE_INT8);
     const library = path.join(path.dirname(dir), 'libnot_a_delegate.so');
-    await copyFile(path.join(ROOT, 'node_modules/tfjs-tflite-node/cc_deps/linux_amd64/libexternal_delegate_obj.so'), library);
-    const err = await loadEngine(TFLITE_INT8, withDelegate(library), silentLogger()).catch((e: unknown) => e as VigilError);
+    await copyFile(
+      path.join(ROOT, 'node_modules/tfjs-tflite-node/cc_deps/linux_amd64/libexternal_delegate_obj.so'),
+      library,
+    );
+    const err = await loadEngine(TFLITE_INT8, withDelegate(library), silentLogger()).catch(
+      (e: unknown) => e as VigilError,
+    );
     expect((err as VigilError).code).toBe('VIGIL_ERR_ENGINE_UNAVAILABLE');
-    expect((err as VigilError).message).toMatch(/libnot_a_delegate\.so cannot be used: loading it crashed the test process \(SIGSEGV\)/);
+    expect((err as VigilError).message).toMatch(
+      /libnot_a_delegate\.so cannot be used: loading it crashed the test process \(SIGSEGV\)/,
+    );
   });
 
   it('keeps the event loop turning while inferences run in the worker', async () => {
@@ -107,7 +129,10 @@ describe('TFLite engine', () => {
     // Simulate a native crash: end the worker thread behind the engine's back.
     const internals = engine as unknown as { worker: { worker: { terminate(): Promise<number> } } };
     await internals.worker.worker.terminate();
-    await expect(pending).rejects.toMatchObject({ code: 'VIGIL_ERR_INFERENCE', message: expect.stringMatching(/exited unexpectedly.*must be reloaded/) });
+    await expect(pending).rejects.toMatchObject({
+      code: 'VIGIL_ERR_INFERENCE',
+      message: expect.stringMatching(/exited unexpectedly.*must be reloaded/),
+    });
     expect(engine.failure?.code).toBe('VIGIL_ERR_INFERENCE');
     expect(engine.closed).toBe(true);
     await expect(engine.run(image(0.5))).rejects.toBe(engine.failure);

@@ -83,14 +83,20 @@ describe('renderFrame', () => {
   });
 
   it('refuses a frame size that is not a positive integer size', async () => {
-    await expect(renderFrame({ width: 0, height: 480, label: 'ok', seed: 1, format: 'png' })).rejects.toThrow(/frame size/);
-    await expect(renderFrame({ width: 640.5, height: 480, label: 'ok', seed: 1, format: 'png' })).rejects.toThrow(/frame size/);
+    await expect(renderFrame({ width: 0, height: 480, label: 'ok', seed: 1, format: 'png' })).rejects.toThrow(
+      /frame size/,
+    );
+    await expect(
+      renderFrame({ width: 640.5, height: 480, label: 'ok', seed: 1, format: 'png' }),
+    ).rejects.toThrow(/frame size/);
   });
 
   it('draws each defect inside its box and leaves the rest of the frame as the ok frame of that seed', async () => {
     for (const label of ['scratch', 'crack', 'inclusion'] as DefectClass[]) {
       for (const seed of [21, 22, 23, 24]) {
-        const ok = await grey((await renderFrame({ width: 640, height: 480, label: 'ok', seed, format: 'png' })).data);
+        const ok = await grey(
+          (await renderFrame({ width: 640, height: 480, label: 'ok', seed, format: 'png' })).data,
+        );
         const bad = await renderFrame({ width: 640, height: 480, label, seed, format: 'png' });
         const defect = await grey(bad.data);
         const box = bad.truth.box!;
@@ -102,7 +108,11 @@ describe('renderFrame', () => {
           for (let x = 0; x < 640; x++) {
             const d = Math.abs(ok.pixels[y * 640 + x]! - defect.pixels[y * 640 + x]!);
             const inside = x >= box.x && x < box.x + box.width && y >= box.y && y < box.y + box.height;
-            const near = x >= box.x - pad && x < box.x + box.width + pad && y >= box.y - pad && y < box.y + box.height + pad;
+            const near =
+              x >= box.x - pad &&
+              x < box.x + box.width + pad &&
+              y >= box.y - pad &&
+              y < box.y + box.height + pad;
             if (inside) {
               if (d >= 20) strongInside++;
             } else if (!near) {
@@ -112,7 +122,10 @@ describe('renderFrame', () => {
         }
         expect(outsideMax, `${label} seed ${seed} changed pixels outside its box`).toBe(0);
         // The defect must be a clear change where it is (>= 20 grey levels), not a faint one.
-        expect(strongInside, `${label} seed ${seed} pixels clearly changed inside its box`).toBeGreaterThanOrEqual(15);
+        expect(
+          strongInside,
+          `${label} seed ${seed} pixels clearly changed inside its box`,
+        ).toBeGreaterThanOrEqual(15);
       }
     }
   });
@@ -141,7 +154,9 @@ describe('exportDataset', () => {
     expect(meta.inputShape).toEqual([12, 64, 64, 1]);
     // The stored pixels are exactly the runtime's preprocessing of the stored frame.
     const frame = await readFile(path.join(dir, 'a', 'frames', '0.jpg'));
-    expect([(await sharp(frame).metadata()).width, (await sharp(frame).metadata()).height]).toEqual([320, 240]);
+    expect([(await sharp(frame).metadata()).width, (await sharp(frame).metadata()).height]).toEqual([
+      320, 240,
+    ]);
     const decoded = await decodeAndResize(frame, modelPreprocessing(64));
     expect(Buffer.from(decoded.pixels).equals(pixels.subarray(0, 64 * 64))).toBe(true);
   });

@@ -57,18 +57,23 @@ def main() -> int:
         log(f"{name}: {len(s.labels)} frames, seed {s.seed}, counts {np.bincount(s.labels, minlength=4).tolist()}")
 
     keras_path = os.path.join(args.work, "model.keras")
-    history = {}
-    started = time.time()
-    if args.reuse_keras and os.path.exists(keras_path):
+    training_path = os.path.join(args.work, "training.json")
+    if args.reuse_keras and os.path.exists(keras_path) and os.path.exists(training_path):
         model = tf.keras.models.load_model(keras_path)
-        log(f"reused {keras_path}")
+        with open(training_path) as f:
+            training = json.load(f)
+        log(f"reused {keras_path}, trained at {training['trainedAt']}")
     else:
+        started = time.time()
         model = build_model(size)
         model.summary(print_fn=lambda line: print(line, flush=True))
         history = train(model, splits["train"], splits["validation"], args.epochs)
         model.save(keras_path)
-        log(f"trained in {time.time() - started:.0f} s")
-    train_seconds = time.time() - started
+        training = {"trainedAt": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
+                    "trainSeconds": round(time.time() - started), "epochs": args.epochs, "history": history}
+        with open(training_path, "w") as f:
+            json.dump(training, f)
+        log(f"trained in {training['trainSeconds']} s")
 
     export_dir = os.path.join(args.work, "export")
     os.makedirs(export_dir, exist_ok=True)
@@ -115,7 +120,7 @@ def main() -> int:
     for folder in ("defect-int8-onnx", "defect-int8-tflite"):
         results[folder]["vsFp32OnnxOnTest"] = evaluate.agreement(fp32, results[folder]["_test_probs"])
 
-    trained_at = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    trained_at = training["trainedAt"]
     counts = {name: {"frames": int(len(s.labels)), "perClass": dict(zip(LABELS, np.bincount(s.labels, minlength=4).tolist()))}
               for name, s in splits.items()}
     versions = {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__,
@@ -146,9 +151,9 @@ def main() -> int:
 
     write_fixtures(args.repo, splits["test"], runners)
 
-    report = {"trainedAt": trained_at, "trainSeconds": round(train_seconds), "epochs": args.epochs,
+    report = {"trainedAt": trained_at, "trainSeconds": training["trainSeconds"], "epochs": training["epochs"],
               "parameters": int(model.count_params()), "datasetSeeds": seeds, "datasetCounts": counts,
-              "referenceStats": reference_stats, "history": history, "versions": versions,
+              "referenceStats": reference_stats, "history": training["history"], "versions": versions,
               "kerasFp32Test": evaluate.evaluate(splits["test"].labels, keras_test,
                                                  results["defect-fp32-onnx"]["threshold"]["threshold"]),
               "variants": {k: {kk: vv for kk, vv in v.items() if not kk.startswith("_")} for k, v in results.items()}}
@@ -198,6 +203,12 @@ def write_fixtures(repo: str, test, runners: dict) -> None:
                               "packages' preprocessing; the model input is pixel / 255"},
         "tfliteInputQuantization": "q = clamp(round(x / scale) + zeroPoint, -128, 127); outputs dequantized as "
                                    "(q - zeroPoint) * scale",
+        "referenceRuntimes": {"onnx": f"onnxruntime {onnxruntime.__version__} (Python), CPU provider",
+                              "tflite": f"tf.lite.Interpreter {tf.__version__} (Python), built-in kernels without "
+                                        "the default XNNPACK delegate (as tfjs-tflite-node runs them)"},
+        "suggestedTolerance": {"defect-fp32-onnx": 1e-4, "defect-int8-onnx": 1e-4,
+                               "defect-int8-tflite": "0 quantization steps expected with built-in kernels; "
+                                                     "allow 1 step (1/256) for other kernel builds"},
         "frames": frames,
     }
     with open(os.path.join(out, "frames.json"), "w") as f:

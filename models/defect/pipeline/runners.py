@@ -28,7 +28,11 @@ class OnnxRunner:
 
 class TfliteRunner:
     def __init__(self, path: str):
-        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=THREADS)
+        # Without the default XNNPACK delegate: the plain built-in kernels are what tfjs-tflite-node
+        # runs, and with them both give bit-identical int8 outputs (XNNPACK differs by a few steps).
+        self.interpreter = tf.lite.Interpreter(
+            model_path=path, num_threads=THREADS,
+            experimental_op_resolver_type=tf.lite.experimental.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
         self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
