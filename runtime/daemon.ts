@@ -41,6 +41,8 @@ export class Daemon {
   private ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
   private readonly startedAt = new Date();
   private stopping: Promise<void> | undefined;
+  /** Aborted when the daemon stops: ends a start still in progress (a slow connect) and the sources' work. */
+  private readonly lifetime = new AbortController();
 
   private constructor(
     readonly loaded: LoadedConfig,
@@ -99,7 +101,10 @@ export class Daemon {
         const engine = await loadEngine(pkg, options, log.child({ model: name }));
         this.models.set(name, { name, package: pkg, engine });
         const m = engine.manifest;
-        this.metrics.modelInfo.set({ model: m.name, version: m.version, backend: engine.backend, provider: engine.provider }, 1);
+        this.metrics.modelInfo.set(
+          { model: m.name, version: m.version, backend: engine.backend, provider: engine.provider },
+          1,
+        );
         this.metrics.modelReady.set({ model: name }, 1);
       } catch (err) {
         const code = err instanceof VigilError ? err.code : 'VIGIL_ERR_MODEL_LOAD';
@@ -143,13 +148,19 @@ export class Daemon {
       try {
         await p.warmUp();
       } catch (err) {
-        log.warn({ pipeline: name, err: errorMessage(err) }, `warm-up of pipeline ${name} failed: ${errorMessage(err)}`);
+        log.warn(
+          { pipeline: name, err: errorMessage(err) },
+          `warm-up of pipeline ${name} failed: ${errorMessage(err)}`,
+        );
       }
     }
 
     for (const [name, sc] of Object.entries(config.sources)) {
-      const readers = [...this.pipelines.entries()].filter(([pn]) => config.pipelines[pn]!.sources.includes(name));
-      if (readers.length === 0) log.warn({ source: name }, `source ${name} is not read by any pipeline; its frames are ignored`);
+      const readers = [...this.pipelines.entries()].filter(([pn]) =>
+        config.pipelines[pn]!.sources.includes(name),
+      );
+      if (readers.length === 0)
+        log.warn({ source: name }, `source ${name} is not read by any pipeline; its frames are ignored`);
       const slog = log.child({ source: name });
       const source = createSource(name, sc, {
         log: slog,
@@ -163,7 +174,7 @@ export class Daemon {
         },
       });
       this.sources.set(name, source);
-      await source.start(AbortSignal.timeout(30_000));
+      await source.start(this.lifetime.signal);
     }
 
     this.retentionTimer = setInterval(() => {
@@ -180,7 +191,11 @@ export class Daemon {
     this.gaugeTimer.unref();
     this.updateStateGauges();
     log.info(
-      { pipelines: [...this.pipelines.keys()], sources: [...this.sources.keys()], models: [...this.models.keys()] },
+      {
+        pipelines: [...this.pipelines.keys()],
+        sources: [...this.sources.keys()],
+        models: [...this.models.keys()],
+      },
       'vigil ready',
     );
   }
@@ -190,7 +205,8 @@ export class Daemon {
 
   private updateStateGauges(): void {
     this.metrics.mqttConnected.set(this.publisher?.connected() ? 1 : 0);
-    for (const [name, s] of this.sources) this.metrics.sourceUp.set({ source: name, type: s.type }, s.state() === 'up' ? 1 : 0);
+    for (const [name, s] of this.sources)
+      this.metrics.sourceUp.set({ source: name, type: s.type }, s.state() === 'up' ? 1 : 0);
   }
 
   health(): HealthReport {
@@ -207,7 +223,11 @@ export class Daemon {
     const expected = Object.keys(this.loaded.config.models).length;
     const sources = [...this.sources.values()].map((s) => ({ name: s.name, type: s.type, state: s.state() }));
     return {
-      ready: models.length === expected && models.every((m) => m.ready) && this.store !== undefined && this.stopping === undefined,
+      ready:
+        models.length === expected &&
+        models.every((m) => m.ready) &&
+        this.store !== undefined &&
+        this.stopping === undefined,
       models,
       sources,
       mqtt: { connected: this.publisher?.connected() ?? false },
@@ -234,12 +254,14 @@ export class Daemon {
 
   private async stopAll(): Promise<void> {
     const log = this.log;
+    this.lifetime.abort();
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     if (this.gaugeTimer) clearInterval(this.gaugeTimer);
     for (const [name, s] of this.sources) await withDeadline(`source ${name}`, s.stop(), 5_000, log);
     for (const [name, p] of this.pipelines) await withDeadline(`pipeline ${name}`, p.stop(), 5_000, log);
     if (this.publisher) await withDeadline('mqtt publisher', this.publisher.stop(), 5_000, log);
-    for (const [name, m] of this.models) if (m.engine) await withDeadline(`model ${name}`, m.engine.close(), 5_000, log);
+    for (const [name, m] of this.models)
+      if (m.engine) await withDeadline(`model ${name}`, m.engine.close(), 5_000, log);
     try {
       this.store?.close();
     } catch (err) {

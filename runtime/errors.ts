@@ -22,7 +22,11 @@ export class VigilError extends Error {
   /** Extra structured detail for logs (never needed to understand the message). */
   readonly detail: Record<string, unknown> | undefined;
 
-  constructor(code: VigilErrorCode, message: string, options?: { cause?: unknown; detail?: Record<string, unknown> }) {
+  constructor(
+    code: VigilErrorCode,
+    message: string,
+    options?: { cause?: unknown; detail?: Record<string, unknown> },
+  ) {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'VigilError';
     this.code = code;
@@ -54,7 +58,8 @@ export class ManifestError extends VigilError {
   constructor(where: string, issues: Issue[]) {
     super(
       'VIGIL_ERR_MANIFEST_INVALID',
-      `model package ${where}: invalid vigil.json\n` + issues.map((i) => `${i.path}: ${i.message}`).join('\n'),
+      `model package ${where}: invalid vigil.json\n` +
+        issues.map((i) => `${i.path}: ${i.message}`).join('\n'),
     );
     this.name = 'ManifestError';
     this.issues = issues;

@@ -22,7 +22,10 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
 }
 
 /** The preferred port when free, else a free one; `moved` says which happened. */
-export async function preferredOrFreePort(host: string, preferred: number): Promise<{ port: number; moved: boolean }> {
+export async function preferredOrFreePort(
+  host: string,
+  preferred: number,
+): Promise<{ port: number; moved: boolean }> {
   if (preferred !== 0 && (await portIsFree(host, preferred))) return { port: preferred, moved: false };
   return { port: await freePort(host), moved: preferred !== 0 };
 }

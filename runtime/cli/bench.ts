@@ -51,16 +51,27 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
   const root = repoRoot();
   const say = (l: string) => process.stdout.write(l + '\n');
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'vigil-bench-'));
-  say(`vigil bench ${VERSION} on ${os.cpus()[0]?.model ?? 'unknown CPU'} x${os.cpus().length}, Node ${process.version}`);
+  say(
+    `vigil bench ${VERSION} on ${os.cpus()[0]?.model ?? 'unknown CPU'} x${os.cpus().length}, Node ${process.version}`,
+  );
 
   // A fixed bank of frames: the same inputs for every engine and for Python.
   const bank: Buffer[] = [];
   for (let i = 0; i < 40; i++) {
-    const f = await renderFrame({ width: 640, height: 480, label: DEFECT_CLASSES[i % 4]!, seed: 1000 + i, format: 'jpeg' });
+    const f = await renderFrame({
+      width: 640,
+      height: 480,
+      label: DEFECT_CLASSES[i % 4]!,
+      seed: 1000 + i,
+      format: 'jpeg',
+    });
     bank.push(f.data);
   }
 
-  const inference: Record<string, { vigil: LatencySummary; python?: LatencySummary; pythonVersion?: string }> = {};
+  const inference: Record<
+    string,
+    { vigil: LatencySummary; python?: LatencySummary; pythonVersion?: string }
+  > = {};
   const python = opts.python ?? pickPython();
   for (const name of PACKAGES) {
     const dir = path.join(root, 'models/defect/packages', name);
@@ -76,7 +87,9 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
     const rec = new LatencyRecorder();
     for (let i = 0; i < opts.iterations; i++) {
       const t = performance.now();
-      await engine.run({ [input.name]: { dtype: 'float32', shape: input.shape, data: tensors[i % tensors.length]! } });
+      await engine.run({
+        [input.name]: { dtype: 'float32', shape: input.shape, data: tensors[i % tensors.length]! },
+      });
       rec.add(performance.now() - t);
     }
     await engine.close();
@@ -90,11 +103,16 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
         python,
         [
           path.join(root, 'bench/ort_baseline.py'),
-          '--model', path.join(dir, m.file),
-          '--inputs', inputsFile,
-          '--shape', input.shape.join(','),
-          '--iterations', String(opts.iterations),
-          '--threads', '1',
+          '--model',
+          path.join(dir, m.file),
+          '--inputs',
+          inputsFile,
+          '--shape',
+          input.shape.join(','),
+          '--iterations',
+          String(opts.iterations),
+          '--threads',
+          '1',
         ],
         { encoding: 'utf8', env: { ...process.env, OMP_NUM_THREADS: '1' } },
       );
@@ -107,9 +125,12 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
       } else say(`  Python baseline for ${name} failed: ${py.stderr.trim().split('\n').slice(-1)[0]}`);
     }
     const r = inference[name]!;
-    say(`  ${name}: vigil p50 ${r.vigil.p50} ms p99 ${r.vigil.p99} ms${r.python ? `; python onnxruntime ${r.pythonVersion} p50 ${r.python.p50} ms p99 ${r.python.p99} ms` : ''}`);
+    say(
+      `  ${name}: vigil p50 ${r.vigil.p50} ms p99 ${r.vigil.p99} ms${r.python ? `; python onnxruntime ${r.pythonVersion} p50 ${r.python.p50} ms p99 ${r.python.p99} ms` : ''}`,
+    );
   }
-  if (!python) say('  no Python with onnxruntime found (models venv or --python): baseline skipped');
+  if (!python)
+    say('  no Python with onnxruntime found: run bench/setup.sh or pass --python; baseline skipped');
 
   const e2e: E2ERun[] = [];
   const maxRate: Record<string, number> = {};
@@ -132,10 +153,21 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
 
   const results = {
     vigil: VERSION,
-    machine: { cpu: os.cpus()[0]?.model, cores: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), node: process.version },
+    machine: {
+      cpu: os.cpus()[0]?.model,
+      cores: os.cpus().length,
+      memGiB: Math.round(os.totalmem() / 2 ** 30),
+      node: process.version,
+    },
     iterations: opts.iterations,
     inference,
-    endToEnd: e2e.map((r) => ({ package: r.package, fps: r.fps, seconds: r.seconds, sustained: r.sustained, ...summaryOf(r.stats) })),
+    endToEnd: e2e.map((r) => ({
+      package: r.package,
+      fps: r.fps,
+      seconds: r.seconds,
+      sustained: r.sustained,
+      ...summaryOf(r.stats),
+    })),
     maxSustainedFps: maxRate,
     peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
   };
@@ -145,9 +177,17 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
   await rm(tmp, { recursive: true, force: true });
 }
 
+/** The bench venv (bench/setup.sh), else the models venv, else the system python3. */
 function pickPython(): string | undefined {
-  const venv = process.env.VIGIL_VENV ?? path.join(os.homedir(), '.cache/vigil/venv-models');
-  for (const p of [path.join(venv, 'bin/python'), 'python3']) {
+  const candidates = [
+    path.join(
+      process.env.VIGIL_BENCH_VENV ?? path.join(os.homedir(), '.cache/vigil/venv-bench'),
+      'bin/python',
+    ),
+    path.join(process.env.VIGIL_VENV ?? path.join(os.homedir(), '.cache/vigil/venv-models'), 'bin/python'),
+    'python3',
+  ];
+  for (const p of candidates) {
     const r = spawnSync(p, ['-c', 'import onnxruntime'], { encoding: 'utf8' });
     if (r.status === 0) return p;
   }
@@ -155,7 +195,14 @@ function pickPython(): string | undefined {
 }
 
 /** A run sustains its rate when under 1% of frames are dropped and p99 stays within budget. */
-async function runEndToEnd(pkg: string, name: string, fps: number, seconds: number, bank: Buffer[], tmp: string): Promise<E2ERun> {
+async function runEndToEnd(
+  pkg: string,
+  name: string,
+  fps: number,
+  seconds: number,
+  bank: Buffer[],
+  tmp: string,
+): Promise<E2ERun> {
   const broker = await startEmbeddedBroker({ host: '127.0.0.1', port: 0, log: silentLogger() });
   const loaded = parseConfig(
     {
@@ -181,7 +228,11 @@ async function runEndToEnd(pkg: string, name: string, fps: number, seconds: numb
     const wait = due - performance.now();
     if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     posts.push(
-      fetch(url, { method: 'POST', body: bank[i % bank.length]!, headers: { 'content-type': 'image/jpeg', 'x-frame-origin': `f${i}` } }).then(
+      fetch(url, {
+        method: 'POST',
+        body: bank[i % bank.length]!,
+        headers: { 'content-type': 'image/jpeg', 'x-frame-origin': `f${i}` },
+      }).then(
         (r) => r.arrayBuffer(),
         () => undefined,
       ),
@@ -231,10 +282,14 @@ function markdown(r: {
   ];
   for (const [name, v] of Object.entries(r.inference)) {
     const ratio = v.python ? (v.vigil.p50 / v.python.p50).toFixed(2) : '-';
-    lines.push(`| ${name} | ${v.vigil.p50} | ${v.vigil.p99} | ${v.python?.p50 ?? '-'} | ${v.python?.p99 ?? '-'} | ${ratio} |`);
+    lines.push(
+      `| ${name} | ${v.vigil.p50} | ${v.vigil.p99} | ${v.python?.p50 ?? '-'} | ${v.python?.p99 ?? '-'} | ${ratio} |`,
+    );
   }
   lines.push('', '### End to end (HTTP ingest of 640x480 JPEG to result stored; alert to PUBACK), ms', '');
-  lines.push('| package | fps | processed/seen | dropped | p50 | p95 | p99 | alert p99 | decode | preprocess | inference | postprocess | store | publish |');
+  lines.push(
+    '| package | fps | processed/seen | dropped | p50 | p95 | p99 | alert p99 | decode | preprocess | inference | postprocess | store | publish |',
+  );
   lines.push('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
   for (const e of r.endToEnd) {
     const d = Object.values(e.dropped).reduce((a, b) => a + b, 0);
@@ -243,6 +298,11 @@ function markdown(r: {
       `| ${e.package} | ${e.fps}${e.sustained ? '' : ' ✗'} | ${e.processed}/${e.seen} | ${d} | ${e.latencyMs?.p50} | ${e.latencyMs?.p95} | ${e.latencyMs?.p99} | ${e.alertLatencyMs?.p99 ?? '-'} | ${s.decode} | ${s.preprocess} | ${s.inference} | ${s.postprocess} | ${s.store} | ${s.publish ?? '-'} |`,
     );
   }
-  lines.push('', `Highest sustained rate (<1% dropped, p99 within 100 ms): ${Object.entries(r.maxSustainedFps).map(([k, v]) => `${k} ${v} fps`).join(', ')}. Peak RSS of the bench process: ${r.peakRssMb} MB.`);
+  lines.push(
+    '',
+    `Highest sustained rate (<1% dropped, p99 within 100 ms): ${Object.entries(r.maxSustainedFps)
+      .map(([k, v]) => `${k} ${v} fps`)
+      .join(', ')}. Peak RSS of the bench process: ${r.peakRssMb} MB.`,
+  );
   return lines.join('\n');
 }

@@ -36,7 +36,9 @@ export async function configCheckCommand(file: string): Promise<void> {
     process.exitCode = 2;
     return;
   }
-  console.log(`${file}: OK (${Object.keys(loaded.config.pipelines).length} pipelines, ${Object.keys(loaded.config.sources).length} sources, ${Object.keys(loaded.config.models).length} models)`);
+  console.log(
+    `${file}: OK (${Object.keys(loaded.config.pipelines).length} pipelines, ${Object.keys(loaded.config.sources).length} sources, ${Object.keys(loaded.config.models).length} models)`,
+  );
 }
 
 export function configSchemaCommand(): void {

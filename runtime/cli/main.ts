@@ -33,17 +33,40 @@ program
 program
   .command('simulate')
   .description('Simulated cameras + the daemon + an embedded MQTT broker, with embedded defaults')
-  .option('-d, --duration <seconds>', 'stop after this many seconds (default: until Ctrl-C)', num('--duration', 1))
-  .option('--frames <n>', 'stop once each camera has sent this many frames (exactly repeatable runs)', int('--frames', 1))
-  .option('-s, --seed <n>', 'seed of the simulated world; the same seed gives the same frames', int('--seed', 0), 42)
+  .option(
+    '-d, --duration <seconds>',
+    'stop after this many seconds (default: until Ctrl-C)',
+    num('--duration', 1),
+  )
+  .option(
+    '--frames <n>',
+    'stop once each camera has sent this many frames (exactly repeatable runs)',
+    int('--frames', 1),
+  )
+  .option(
+    '-s, --seed <n>',
+    'seed of the simulated world; the same seed gives the same frames',
+    int('--seed', 0),
+    42,
+  )
   .option('-r, --report <file>', 'write the JSON summary here')
   .option('--fps <n>', 'frames per second of the main (folder) camera', num('--fps', 0.1), 10)
-  .option('--http-fps <n>', 'frames per second of the second (HTTP) camera; 0 disables it', num('--http-fps', 0), 2)
+  .option(
+    '--http-fps <n>',
+    'frames per second of the second (HTTP) camera; 0 disables it',
+    num('--http-fps', 0),
+    2,
+  )
   .option('--defect-rate <r>', 'share of frames that carry a defect', num('--defect-rate', 0), 0.2)
   .option('--width <px>', 'frame width', int('--width', 16), 640)
   .option('--height <px>', 'frame height', int('--height', 16), 480)
   .option('--model <dir>', 'model package to run (default: the shipped int8 ONNX defect model)')
-  .option('--mqtt-port <port>', 'port of the embedded broker (another free one is used if taken)', int('--mqtt-port', 0), 1883)
+  .option(
+    '--mqtt-port <port>',
+    'port of the embedded broker (another free one is used if taken)',
+    int('--mqtt-port', 0),
+    1883,
+  )
   .option('--http-port <port>', 'port of the ops HTTP server', int('--http-port', 0), 8470)
   .option('--data-dir <dir>', 'where the store and camera folder go (default: a fresh temporary folder)')
   .option('--quiet', 'no live line per alert')
@@ -78,7 +101,10 @@ program
   .option('-n, --iterations <n>', 'inference iterations per engine', int('--iterations', 10), 300)
   .option('--duration <seconds>', 'seconds per end-to-end run', num('--duration', 1), 20)
   .option('--out <file>', 'write the JSON results here')
-  .option('--python <path>', 'Python with onnxruntime for the baseline (default: the models venv, else python3)')
+  .option(
+    '--python <path>',
+    'Python with onnxruntime for the baseline (default: the models venv, else python3)',
+  )
   .action(async (opts) => benchCommand(opts));
 
 program.parseAsync(process.argv).catch((err: unknown) => {

@@ -10,7 +10,9 @@ export async function runCommand(file: string): Promise<void> {
     loaded = await loadConfigFile(file);
   } catch (err) {
     if (err instanceof ConfigError) for (const i of err.issues) console.error(`${i.path}: ${i.message}`);
-    console.error(err instanceof ConfigError ? `${file}: invalid configuration, not starting` : errorMessage(err));
+    console.error(
+      err instanceof ConfigError ? `${file}: invalid configuration, not starting` : errorMessage(err),
+    );
     process.exit(2);
   }
   const log = createLogger({ level: loaded.config.log.level });
@@ -29,7 +31,10 @@ export async function runCommand(file: string): Promise<void> {
   try {
     daemon = await Daemon.start(loaded, log);
   } catch (err) {
-    log.fatal({ code: err instanceof VigilError ? err.code : undefined, err: errorMessage(err) }, errorMessage(err));
+    log.fatal(
+      { code: err instanceof VigilError ? err.code : undefined, err: errorMessage(err) },
+      errorMessage(err),
+    );
     log.flush();
     console.error(`vigil could not start: ${errorMessage(err)}`);
     process.exit(1);

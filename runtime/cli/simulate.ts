@@ -45,13 +45,20 @@ export interface SimulateOptions {
 export async function simulateCommand(opts: SimulateOptions): Promise<void> {
   const started = new Date();
   const root = repoRoot();
-  const dataDir = opts.dataDir ? path.resolve(opts.dataDir) : await mkdtemp(path.join(os.tmpdir(), 'vigil-sim-'));
+  const dataDir = opts.dataDir
+    ? path.resolve(opts.dataDir)
+    : await mkdtemp(path.join(os.tmpdir(), 'vigil-sim-'));
   await mkdir(dataDir, { recursive: true });
   const log = createLogger({ level: opts.logLevel });
   const say = (line: string) => process.stdout.write(line + '\n');
 
-  const broker = await startEmbeddedBroker({ host: '127.0.0.1', port: opts.mqttPort, log: log.child({ component: 'broker' }) });
-  if (broker.port !== opts.mqttPort) say(`port ${opts.mqttPort} is taken: the embedded MQTT broker listens on ${broker.port} instead`);
+  const broker = await startEmbeddedBroker({
+    host: '127.0.0.1',
+    port: opts.mqttPort,
+    log: log.child({ component: 'broker' }),
+  });
+  if (broker.port !== opts.mqttPort)
+    say(`port ${opts.mqttPort} is taken: the embedded MQTT broker listens on ${broker.port} instead`);
   const http = await preferredOrFreePort('127.0.0.1', opts.httpPort);
   if (http.moved) say(`port ${opts.httpPort} is taken: the ops HTTP server listens on ${http.port} instead`);
   const cameraPort = await preferredOrFreePort('127.0.0.1', 8471);
@@ -96,7 +103,9 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
   if (!modelHealth.ready || !modelHealth.model) {
     await daemon.stop();
     await broker.close();
-    throw new Error(`the simulated gateway's model did not load: ${modelHealth.error?.message ?? 'unknown error'}`);
+    throw new Error(
+      `the simulated gateway's model did not load: ${modelHealth.error?.message ?? 'unknown error'}`,
+    );
   }
   const model = {
     model: modelHealth.model,
@@ -115,7 +124,13 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
     try {
       const a = JSON.parse(payload.toString()) as Alert;
       const t = truth.get(a.origin);
-      const verdict = !t ? '' : t.label === 'ok' ? '  (false alarm: frame was ok)' : t.label === a.label ? '  ✓' : `  (truth: ${t.label})`;
+      const verdict = !t
+        ? ''
+        : t.label === 'ok'
+          ? '  (false alarm: frame was ok)'
+          : t.label === a.label
+            ? '  ✓'
+            : `  (truth: ${t.label})`;
       say(
         `${stamp()} ALERT ${a.kind}/${a.label.padEnd(9)} ${a.severity.padEnd(8)} score ${a.score.toFixed(3)}  ${a.source}  ${a.origin}  ${a.latencyMs.toFixed(1)} ms${verdict}`,
       );
@@ -126,6 +141,8 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
   await subscriber.subscribeAsync(`${prefix}/alerts/#`, { qos: 1 });
 
   const cameras: Array<{ camera: SimCamera; transport: string; fps: number }> = [];
+  const cameraError = (message: string, origin: string | undefined) =>
+    say(`${stamp()} camera: ${origin ?? ''} ${message}`);
   const folderCam = new SimCamera({
     name: 'line1-cam',
     fps: opts.fps,
@@ -137,6 +154,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
     sink: new FolderSink(path.join(dataDir, 'incoming', 'line1-cam')),
     render: renderFrame,
     maxFrames: opts.frames,
+    onError: cameraError,
   });
   cameras.push({ camera: folderCam, transport: 'folder', fps: opts.fps });
   if (opts.httpFps > 0) {
@@ -151,12 +169,17 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
       sink: new HttpSink(`http://127.0.0.1:${cameraPort.port}/frames`),
       render: renderFrame,
       maxFrames: opts.frames,
+      onError: cameraError,
     });
     cameras.push({ camera: httpCam, transport: 'http', fps: opts.httpFps });
   }
 
-  say(`Vigil ${VERSION} simulate: seed ${opts.seed}, model ${model.model} ${model.version} on ${model.backend}/${model.provider}`);
-  say(`  cameras: ${cameras.map((c) => `${c.camera.name} (${c.transport}, ${c.fps} fps)`).join(', ')}; data in ${dataDir}`);
+  say(
+    `Vigil ${VERSION} simulate: seed ${opts.seed}, model ${model.model} ${model.version} on ${model.backend}/${model.provider}`,
+  );
+  say(
+    `  cameras: ${cameras.map((c) => `${c.camera.name} (${c.transport}, ${c.fps} fps)`).join(', ')}; data in ${dataDir}`,
+  );
   say(`  MQTT: ${broker.url}  watch with: mosquitto_sub -h 127.0.0.1 -p ${broker.port} -t 'vigil/#' -v`);
   say(`  HTTP: ${daemon.httpUrl}/metrics, /readyz, /api/v1/status`);
   say(
@@ -181,8 +204,12 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
   const elapsed = (Date.now() - t0) / 1000;
   for (const c of cameras) await c.camera.stop();
   for (const c of cameras) for (const [origin, t] of c.camera.truth) truth.set(origin, t);
-  // Let the last frames finish: the folder source needs stableMs to see a file as complete.
-  await new Promise((r) => setTimeout(r, 600));
+  // Let the last frames arrive (the folder source needs stableMs to see a file as complete) and
+  // finish, for at most a few seconds.
+  const delivered = cameras.reduce((n, c) => n + c.camera.stats.delivered, 0);
+  const settleBy = Date.now() + 5_000;
+  const seen = () => [...daemon.pipelines.values()].reduce((n, p) => n + p.snapshot().seen, 0);
+  while (seen() < delivered && Date.now() < settleBy) await new Promise((r) => setTimeout(r, 100));
   for (const p of daemon.pipelines.values()) await p.idle();
   await new Promise((r) => setTimeout(r, 200));
 
@@ -192,7 +219,13 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
     durationSeconds: Math.round(elapsed * 10) / 10,
     seed: opts.seed,
     device: loaded.config.device.id,
-    model: { name: model.model, version: model.version, backend: model.backend, provider: model.provider, package: modelPackage },
+    model: {
+      name: model.model,
+      version: model.version,
+      backend: model.backend,
+      provider: model.provider,
+      package: modelPackage,
+    },
     cameras: Object.fromEntries(
       cameras.map((c) => [
         c.camera.name,
@@ -256,15 +289,26 @@ async function inputErrorCounts(daemon: Daemon): Promise<Record<string, number>>
 
 function printSummary(r: SimulateReport, say: (l: string) => void): void {
   say('');
-  say(`Summary after ${r.durationSeconds} s (seed ${r.seed}, ${r.model.name} ${r.model.version}, ${r.model.backend}/${r.model.provider}):`);
+  say(
+    `Summary after ${r.durationSeconds} s (seed ${r.seed}, ${r.model.name} ${r.model.version}, ${r.model.backend}/${r.model.provider}):`,
+  );
   for (const [name, p] of Object.entries(r.pipelines)) {
     const l = p.latencyMs;
     const a = p.alertLatencyMs;
-    say(`  pipeline ${name}: ${p.samples.seen} frames seen, ${p.samples.processed} processed, ${p.samples.dropped} dropped ${JSON.stringify(p.samples.droppedByReason)}`);
-    if (l) say(`    latency to stored   p50 ${l.p50} ms  p95 ${l.p95} ms  p99 ${l.p99} ms  max ${l.max} ms  (budget ${p.budgetMs} ms)`);
+    say(
+      `  pipeline ${name}: ${p.samples.seen} frames seen, ${p.samples.processed} processed, ${p.samples.dropped} dropped ${JSON.stringify(p.samples.droppedByReason)}`,
+    );
+    if (l)
+      say(
+        `    latency to stored   p50 ${l.p50} ms  p95 ${l.p95} ms  p99 ${l.p99} ms  max ${l.max} ms  (budget ${p.budgetMs} ms)`,
+      );
     if (a) say(`    latency to alert ack p50 ${a.p50} ms  p95 ${a.p95} ms  p99 ${a.p99} ms  max ${a.max} ms`);
     const t = p.truth;
-    say(`    alerts ${JSON.stringify(p.alerts)}; vs truth: ${t.truePositives} caught, ${t.misses} missed, ${t.falsePositives} false alarms, ${t.trueNegatives} correct passes, ${t.notProcessed} not processed; precision ${t.precision ?? '-'} recall ${t.recall ?? '-'}`);
+    say(
+      `    alerts ${JSON.stringify(p.alerts)}; vs truth: ${t.truePositives} caught, ${t.misses} missed, ${t.falsePositives} false alarms, ${t.trueNegatives} correct passes, ${t.notProcessed} not processed; precision ${t.precision ?? '-'} recall ${t.recall ?? '-'}`,
+    );
   }
-  say(`  MQTT subscriber received ${r.mqtt.alertsReceivedBySubscriber} alerts; input errors ${JSON.stringify(r.inputErrors)}; peak RSS ${r.peakRssMb} MB`);
+  say(
+    `  MQTT subscriber received ${r.mqtt.alertsReceivedBySubscriber} alerts; input errors ${JSON.stringify(r.inputErrors)}; peak RSS ${r.peakRssMb} MB`,
+  );
 }

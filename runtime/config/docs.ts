@@ -31,10 +31,17 @@ function typeOf(s: JsonSchema): string {
   if (s.const !== undefined) return `\`${JSON.stringify(s.const)}\``;
   if (s.enum) return s.enum.map((e) => `\`${String(e)}\``).join(' | ');
   if (s.type === 'array') return `list of ${s.items ? typeOf(s.items) : 'values'}`;
-  if (s.type === 'object' && s.additionalProperties && typeof s.additionalProperties === 'object' && !s.properties) {
+  if (
+    s.type === 'object' &&
+    s.additionalProperties &&
+    typeof s.additionalProperties === 'object' &&
+    !s.properties
+  ) {
     return `map of ${typeOf(s.additionalProperties)}`;
   }
-  let t = Array.isArray(s.type) ? s.type.join(' | ') : (s.type ?? (s.anyOf || s.oneOf ? 'one of the variants below' : 'any'));
+  let t = Array.isArray(s.type)
+    ? s.type.join(' | ')
+    : (s.type ?? (s.anyOf || s.oneOf ? 'one of the variants below' : 'any'));
   const range: string[] = [];
   if (s.minimum !== undefined) range.push(`≥ ${s.minimum}`);
   if (s.exclusiveMinimum !== undefined) range.push(`> ${s.exclusiveMinimum}`);
@@ -57,7 +64,12 @@ function walk(s: JsonSchema, key: string, required: boolean, rows: Row[]): void 
   if (variants) {
     for (const v of variants) {
       const tag = v.properties?.type?.const;
-      walk({ ...v, description: v.description, default: undefined }, tag ? `${key} (type: ${String(tag)})` : key, false, rows);
+      walk(
+        { ...v, description: v.description, default: undefined },
+        tag ? `${key} (type: ${String(tag)})` : key,
+        false,
+        rows,
+      );
     }
     return;
   }
@@ -66,7 +78,8 @@ function walk(s: JsonSchema, key: string, required: boolean, rows: Row[]): void 
   }
   if (s.additionalProperties && typeof s.additionalProperties === 'object') {
     const child = s.additionalProperties;
-    if (child.properties || child.oneOf || child.anyOf) walk({ ...child, description: undefined, default: undefined }, `${key}.<name>`, false, rows);
+    if (child.properties || child.oneOf || child.anyOf)
+      walk({ ...child, description: undefined, default: undefined }, `${key}.<name>`, false, rows);
   }
   if (s.type === 'array' && s.items?.properties) walk(s.items, `${key}[]`, false, rows);
 }
@@ -86,7 +99,10 @@ export function configReferenceMarkdown(): string {
     '',
     '| key | type | required | default | description |',
     '|---|---|---|---|---|',
-    ...rows.map((r) => `| \`${r.key}\` | ${esc(r.type)} | ${r.required ? 'yes' : ''} | ${esc(r.default)} | ${esc(r.description)} |`),
+    ...rows.map(
+      (r) =>
+        `| \`${r.key}\` | ${esc(r.type)} | ${r.required ? 'yes' : ''} | ${esc(r.default)} | ${esc(r.description)} |`,
+    ),
     '',
   ].join('\n');
 }

@@ -31,7 +31,9 @@ export async function loadConfigFile(file: string): Promise<LoadedConfig> {
     const code = (err as NodeJS.ErrnoException).code;
     throw new VigilError(
       'VIGIL_ERR_CONFIG_READ',
-      code === 'ENOENT' ? `config file ${abs} does not exist` : `cannot read config file ${abs}: ${(err as Error).message}`,
+      code === 'ENOENT'
+        ? `config file ${abs} does not exist`
+        : `cannot read config file ${abs}: ${(err as Error).message}`,
       { cause: err },
     );
   }

@@ -19,7 +19,10 @@ export type Quantization = z.infer<typeof Quantization>;
 export const TensorSpec = z.strictObject({
   name: z.string().min(1).describe('Tensor name as the model file knows it'),
   dtype: DType,
-  shape: z.array(z.number().int().positive()).min(1).describe('Full static shape including the batch dimension'),
+  shape: z
+    .array(z.number().int().positive())
+    .min(1)
+    .describe('Full static shape including the batch dimension'),
   layout: z.enum(['NHWC', 'NCHW', 'NC', 'NTC']).optional(),
   quantization: Quantization.optional().describe('Required when dtype is int8 or uint8'),
 });
@@ -35,7 +38,11 @@ export const ImagePreprocessing = z.strictObject({
   /** value = (pixel - mean[c]) / std[c], pixel in 0..255; one entry per channel. */
   normalize: z.strictObject({ mean: z.array(z.number()).min(1), std: z.array(z.number().positive()).min(1) }),
   /** Frames larger than this are refused before decoding (decompression-bomb guard). */
-  maxInputPixels: z.number().int().positive().default(4096 * 4096),
+  maxInputPixels: z
+    .number()
+    .int()
+    .positive()
+    .default(4096 * 4096),
 });
 export type ImagePreprocessing = z.infer<typeof ImagePreprocessing>;
 
@@ -53,7 +60,10 @@ export const ClassificationPostprocessing = z.strictObject({
    * validation set when the model is built; see the model card.
    */
   threshold: z.number().min(0).max(1),
-  alertKind: z.string().regex(/^[a-z][a-z0-9_]*$/).default('defect'),
+  alertKind: z
+    .string()
+    .regex(/^[a-z][a-z0-9_]*$/)
+    .default('defect'),
 });
 export type ClassificationPostprocessing = z.infer<typeof ClassificationPostprocessing>;
 

@@ -31,7 +31,8 @@ export class LatencyRecorder {
   summary(): LatencySummary | undefined {
     if (this.values.length === 0) return undefined;
     const sorted = [...this.values].sort((a, b) => a - b);
-    const rank = (p: number) => sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+    const rank = (p: number) =>
+      sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
     const mean = sorted.reduce((a, b) => a + b, 0) / sorted.length;
     return {
       count: this.seen,

@@ -54,7 +54,15 @@ export interface PipelineStats {
   stagesMs: Record<string, LatencySummary | undefined>;
 }
 
-const STAGES: Array<keyof StageTimings> = ['queue', 'decode', 'preprocess', 'inference', 'postprocess', 'store', 'publish'];
+const STAGES: Array<keyof StageTimings> = [
+  'queue',
+  'decode',
+  'preprocess',
+  'inference',
+  'postprocess',
+  'store',
+  'publish',
+];
 
 /**
  * One pipeline: frames from its sources, through decode, preprocessing, the engine and
@@ -76,7 +84,9 @@ export class Pipeline {
   };
   private readonly latency = new LatencyRecorder();
   private readonly alertLatency = new LatencyRecorder();
-  private readonly stageLatency = new Map<string, LatencyRecorder>(STAGES.map((s) => [s, new LatencyRecorder()]));
+  private readonly stageLatency = new Map<string, LatencyRecorder>(
+    STAGES.map((s) => [s, new LatencyRecorder()]),
+  );
 
   constructor(private readonly ctx: PipelineContext) {
     this.scheduler = new FrameScheduler(ctx.config.budgetMs, (s, reason) => this.drop(s, reason));
@@ -96,9 +106,15 @@ export class Pipeline {
     if (!engine) return;
     const m = engine.manifest;
     const input = m.inputs[0]!;
-    const blank = sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 128, g: 128, b: 128 } } });
+    const blank = sharp({
+      create: { width: 640, height: 480, channels: 3, background: { r: 128, g: 128, b: 128 } },
+    });
     for (const frame of [await blank.clone().jpeg().toBuffer(), await blank.clone().png().toBuffer()]) {
-      const data = normalize(await decodeAndResize(frame, m.preprocessing), m.preprocessing, input.layout === 'NCHW' ? 'NCHW' : 'NHWC');
+      const data = normalize(
+        await decodeAndResize(frame, m.preprocessing),
+        m.preprocessing,
+        input.layout === 'NCHW' ? 'NCHW' : 'NHWC',
+      );
       await engine.run({ [input.name]: { dtype: 'float32', shape: input.shape, data } });
     }
   }
@@ -111,10 +127,17 @@ export class Pipeline {
     if (!this.busy) void this.pump();
   }
 
-  private drop(sample: FrameSample, reason: DropReason | 'decode_error' | 'inference_error' | 'store_error' | 'shutdown' | 'model_unavailable'): void {
+  private drop(
+    sample: FrameSample,
+    reason:
+      DropReason | 'decode_error' | 'inference_error' | 'store_error' | 'shutdown' | 'model_unavailable',
+  ): void {
     this.stats.dropped[reason] = (this.stats.dropped[reason] ?? 0) + 1;
     this.ctx.metrics.dropped.inc({ pipeline: this.ctx.name, reason });
-    this.ctx.log.debug({ pipeline: this.ctx.name, sampleId: sample.id, origin: sample.origin, reason }, 'frame dropped');
+    this.ctx.log.debug(
+      { pipeline: this.ctx.name, sampleId: sample.id, origin: sample.origin, reason },
+      'frame dropped',
+    );
   }
 
   private async pump(): Promise<void> {
@@ -163,7 +186,9 @@ export class Pipeline {
       try {
         outputs = await engine.run({ [input.name]: { dtype: 'float32', shape: input.shape, data } });
       } catch (err) {
-        throw err instanceof VigilError ? err : new VigilError('VIGIL_ERR_INFERENCE', errorMessage(err), { cause: err });
+        throw err instanceof VigilError
+          ? err
+          : new VigilError('VIGIL_ERR_INFERENCE', errorMessage(err), { cause: err });
       }
       now = performance.now();
       stages.inference = now - t;
@@ -180,7 +205,14 @@ export class Pipeline {
       } else {
         this.drop(sample, 'inference_error');
         ctx.log.error(
-          { pipeline: ctx.name, sampleId: sample.id, model: m.name, version: m.version, code, err: errorMessage(err) },
+          {
+            pipeline: ctx.name,
+            sampleId: sample.id,
+            model: m.name,
+            version: m.version,
+            code,
+            err: errorMessage(err),
+          },
           `inference failed for frame ${sample.origin}: ${errorMessage(err)}`,
         );
       }
@@ -192,7 +224,10 @@ export class Pipeline {
       cls = classify(outputs, m.postprocessing);
     } catch (err) {
       this.drop(sample, 'inference_error');
-      ctx.log.error({ pipeline: ctx.name, sampleId: sample.id, err: errorMessage(err) }, 'model output unusable');
+      ctx.log.error(
+        { pipeline: ctx.name, sampleId: sample.id, err: errorMessage(err) },
+        'model output unusable',
+      );
       return;
     }
     const threshold = ctx.config.threshold ?? m.postprocessing.threshold;
@@ -252,7 +287,10 @@ export class Pipeline {
       ctx.sink.saveResult(result, alert);
     } catch (err) {
       this.drop(sample, 'store_error');
-      ctx.log.error({ pipeline: ctx.name, sampleId: sample.id, err: errorMessage(err) }, 'result could not be stored');
+      ctx.log.error(
+        { pipeline: ctx.name, sampleId: sample.id, err: errorMessage(err) },
+        'result could not be stored',
+      );
       return;
     }
     now = performance.now();
@@ -292,7 +330,10 @@ export class Pipeline {
       .then(() => {
         const acked = performance.now();
         this.stageLatency.get('publish')!.add(acked - publishStart);
-        ctx.metrics.stageSeconds.observe({ pipeline: ctx.name, stage: 'publish' }, (acked - publishStart) / 1000);
+        ctx.metrics.stageSeconds.observe(
+          { pipeline: ctx.name, stage: 'publish' },
+          (acked - publishStart) / 1000,
+        );
         const total = acked - arrivedAt;
         this.alertLatency.add(total);
         ctx.metrics.alertSeconds.observe({ pipeline: ctx.name }, total / 1000);

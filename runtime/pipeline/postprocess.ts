@@ -16,7 +16,10 @@ export function classify(outputs: TensorMap, pp: ClassificationPostprocessing): 
   if (!out) throw new VigilError('VIGIL_ERR_INFERENCE', `model returned no output named '${pp.output}'`);
   const n = pp.labels.length;
   if (out.data.length < n) {
-    throw new VigilError('VIGIL_ERR_INFERENCE', `output '${pp.output}' has ${out.data.length} values, expected ${n} labels`);
+    throw new VigilError(
+      'VIGIL_ERR_INFERENCE',
+      `output '${pp.output}' has ${out.data.length} values, expected ${n} labels`,
+    );
   }
   let probs = Array.from(out.data.subarray(0, n), Number);
   if (probs.some((p) => !Number.isFinite(p))) {

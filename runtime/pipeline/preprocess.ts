@@ -23,7 +23,8 @@ const MAGIC: Array<{ type: string; bytes: number[] }> = [
 /** 'jpeg' | 'png' by the file's first bytes, or undefined; cheap enough for every ingest path. */
 export function sniffImageType(data: Uint8Array): 'jpeg' | 'png' | undefined {
   for (const m of MAGIC) {
-    if (data.length >= m.bytes.length && m.bytes.every((b, i) => data[i] === b)) return m.type as 'jpeg' | 'png';
+    if (data.length >= m.bytes.length && m.bytes.every((b, i) => data[i] === b))
+      return m.type as 'jpeg' | 'png';
   }
   return undefined;
 }
@@ -42,7 +43,9 @@ export async function decodeAndResize(data: Uint8Array, pre: ImagePreprocessing)
     // The header alone (no pixel limit here, so that an oversized frame is named with its size).
     meta = await sharp(data, { limitInputPixels: false }).metadata();
   } catch (err) {
-    throw new VigilError('VIGIL_ERR_DECODE', `unreadable ${type} header: ${(err as Error).message}`, { cause: err });
+    throw new VigilError('VIGIL_ERR_DECODE', `unreadable ${type} header: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   const w = meta.width ?? 0;
   const h = meta.height ?? 0;
@@ -62,7 +65,9 @@ export async function decodeAndResize(data: Uint8Array, pre: ImagePreprocessing)
   try {
     out = await img.raw().toBuffer({ resolveWithObject: true });
   } catch (err) {
-    throw new VigilError('VIGIL_ERR_DECODE', `corrupt ${type} data: ${(err as Error).message}`, { cause: err });
+    throw new VigilError('VIGIL_ERR_DECODE', `corrupt ${type} data: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   const channels = pre.colorSpace === 'grayscale' ? 1 : 3;
   let pixels: Uint8Array = out.data;
@@ -84,7 +89,11 @@ export async function decodeAndResize(data: Uint8Array, pre: ImagePreprocessing)
 }
 
 /** (pixel - mean[c]) / std[c] into a float32 tensor in the requested layout. */
-export function normalize(img: DecodedImage, pre: ImagePreprocessing, layout: 'NHWC' | 'NCHW' = 'NHWC'): Float32Array {
+export function normalize(
+  img: DecodedImage,
+  pre: ImagePreprocessing,
+  layout: 'NHWC' | 'NCHW' = 'NHWC',
+): Float32Array {
   const { width, height, channels, pixels } = img;
   const mean = pre.normalize.mean;
   const std = pre.normalize.std;

@@ -8,6 +8,10 @@ import type { Sample } from './sample.js';
 export interface Source {
   readonly name: string;
   readonly type: string;
+  /**
+   * Starts taking input. `signal` is the daemon's lifetime: it is aborted when the daemon stops,
+   * which must end a start still in progress (a slow connect) and everything the source runs.
+   */
   start(signal: AbortSignal): Promise<void>;
   /** Releases everything start() took: watchers, sockets, timers. Idempotent. */
   stop(): Promise<void>;
@@ -19,12 +23,7 @@ export type SourceState = 'starting' | 'up' | 'down' | 'stopped';
 
 /** Why an input was refused before it became a sample; each is counted in metrics. */
 export type InputRejectReason =
-  | 'empty'
-  | 'too_large'
-  | 'not_an_image'
-  | 'incomplete'
-  | 'read_error'
-  | 'bad_request';
+  'empty' | 'too_large' | 'not_an_image' | 'incomplete' | 'read_error' | 'bad_request';
 
 export interface SourceContext {
   log: Logger;

@@ -25,10 +25,18 @@ export interface SimulateSettings {
 /** The embedded config of `vigil simulate`: the same shape a user writes in YAML. */
 export function simulateConfig(s: SimulateSettings): Record<string, unknown> {
   const sources: Record<string, unknown> = {
-    'line1-cam': { type: 'camera-folder', path: path.join(s.dataDir, 'incoming', 'line1-cam'), afterRead: 'delete' },
+    'line1-cam': {
+      type: 'camera-folder',
+      path: path.join(s.dataDir, 'incoming', 'line1-cam'),
+      afterRead: 'delete',
+    },
   };
   if (s.withHttpCamera) {
-    sources['line2-cam'] = { type: 'camera-http', listen: { host: '127.0.0.1', port: s.httpCameraPort }, path: '/frames' };
+    sources['line2-cam'] = {
+      type: 'camera-http',
+      listen: { host: '127.0.0.1', port: s.httpCameraPort },
+      path: '/frames',
+    };
   }
   return {
     version: 1,

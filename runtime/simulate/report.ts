@@ -22,7 +22,11 @@ export interface TruthCounts {
 }
 
 /** Scores what Vigil stored against what the simulator knows it sent, matched by frame origin. */
-export function scoreAgainstTruth(truth: Map<string, FrameTruth>, results: Map<string, Result>, okLabel = 'ok'): TruthCounts {
+export function scoreAgainstTruth(
+  truth: Map<string, FrameTruth>,
+  results: Map<string, Result>,
+  okLabel = 'ok',
+): TruthCounts {
   const c: TruthCounts = {
     framesSent: truth.size,
     defective: 0,
@@ -70,7 +74,10 @@ export interface SimulateReport {
   seed: number;
   device: string;
   model: { name: string; version: string; backend: string; provider: string; package: string };
-  cameras: Record<string, { transport: string; fps: number; framesSent: number; renderSkipped: number; sendErrors: number }>;
+  cameras: Record<
+    string,
+    { transport: string; fps: number; framesSent: number; renderSkipped: number; sendErrors: number }
+  >;
   pipelines: Record<
     string,
     {

@@ -15,7 +15,13 @@ import { freePort } from '../helpers/ports.js';
 
 const PACKAGE = path.join(ROOT, 'models/defect/packages/defect-int8-onnx');
 
-function configYaml(o: { dir: string; httpPort: number; camPort: number; brokerUrl: string; pkg: string }): string {
+function configYaml(o: {
+  dir: string;
+  httpPort: number;
+  camPort: number;
+  brokerUrl: string;
+  pkg: string;
+}): string {
   return [
     'version: 1',
     'device: { id: e2e-gw }',
@@ -32,7 +38,12 @@ function configYaml(o: { dir: string; httpPort: number; camPort: number; brokerU
   ].join('\n');
 }
 
-async function status(d: RunningDaemon): Promise<{ pipelines: Record<string, { seen: number; processed: number; dropped: Record<string, number>; alerts: Record<string, number> }> }> {
+async function status(d: RunningDaemon): Promise<{
+  pipelines: Record<
+    string,
+    { seen: number; processed: number; dropped: Record<string, number>; alerts: Record<string, number> }
+  >;
+}> {
   return (await (await fetch(`${d.url}/api/v1/status`)).json()) as never;
 }
 
@@ -71,12 +82,28 @@ describe('camera path end to end: simulator -> vigil run -> Mosquitto', () => {
 
   it('every defective frame the model catches arrives as an alert, is in SQLite, and the counts match', async () => {
     const folderCam = new SimCamera({
-      name: 'cam1', fps: 10, width: 640, height: 480, defectRate: 0.4, seed: 7, format: 'jpeg',
-      sink: new FolderSink(path.join(dir, 'incoming')), render: renderFrame, maxFrames: 40,
+      name: 'cam1',
+      fps: 10,
+      width: 640,
+      height: 480,
+      defectRate: 0.4,
+      seed: 7,
+      format: 'jpeg',
+      sink: new FolderSink(path.join(dir, 'incoming')),
+      render: renderFrame,
+      maxFrames: 40,
     });
     const httpCam = new SimCamera({
-      name: 'cam2', fps: 5, width: 640, height: 480, defectRate: 0.4, seed: 8, format: 'png',
-      sink: new HttpSink(`http://127.0.0.1:${camPort}/frames`), render: renderFrame, maxFrames: 10,
+      name: 'cam2',
+      fps: 5,
+      width: 640,
+      height: 480,
+      defectRate: 0.4,
+      seed: 8,
+      format: 'png',
+      sink: new HttpSink(`http://127.0.0.1:${camPort}/frames`),
+      render: renderFrame,
+      maxFrames: 10,
     });
     folderCam.start();
     httpCam.start();
@@ -84,13 +111,21 @@ describe('camera path end to end: simulator -> vigil run -> Mosquitto', () => {
     const truth = new Map([...folderCam.truth, ...httpCam.truth]);
     expect(truth.size).toBe(50);
 
-    const st = await waitFor('all 50 frames accounted for', async () => {
-      const s = (await status(daemon)).pipelines.inspection!;
-      const dropped = Object.values(s.dropped).reduce((a, b) => a + b, 0);
-      return s.processed + dropped === 50 ? s : undefined;
-    }, 60_000).catch(async (err: Error) => {
-      const m = (await (await fetch(`${daemon.url}/metrics`)).text()).split('\n').filter((l) => /^vigil_(input_errors|frames_in|samples)/.test(l));
-      throw new Error(`${err.message}: ${JSON.stringify((await status(daemon)).pipelines.inspection)}\n${m.join('\n')}`);
+    const st = await waitFor(
+      'all 50 frames accounted for',
+      async () => {
+        const s = (await status(daemon)).pipelines.inspection!;
+        const dropped = Object.values(s.dropped).reduce((a, b) => a + b, 0);
+        return s.processed + dropped === 50 ? s : undefined;
+      },
+      60_000,
+    ).catch(async (err: Error) => {
+      const m = (await (await fetch(`${daemon.url}/metrics`)).text())
+        .split('\n')
+        .filter((l) => /^vigil_(input_errors|frames_in|samples)/.test(l));
+      throw new Error(
+        `${err.message}: ${JSON.stringify((await status(daemon)).pipelines.inspection)}\n${m.join('\n')}`,
+      );
     });
     expect(st.seen).toBe(50);
     // At 10 fps nothing should be dropped on an idle machine, but a frame may be superseded
@@ -100,8 +135,17 @@ describe('camera path end to end: simulator -> vigil run -> Mosquitto', () => {
     const droppedCount = Object.values(st.dropped).reduce((a, b) => a + b, 0);
 
     const db = new Database(path.join(dir, 'vigil.db'), { readonly: true });
-    const results = db.prepare('SELECT origin, label, score, alert_id FROM results').all() as Array<{ origin: string; label: string; score: number; alert_id: string | null }>;
-    const stored = db.prepare('SELECT id, kind, payload FROM alerts').all() as Array<{ id: string; kind: string; payload: string }>;
+    const results = db.prepare('SELECT origin, label, score, alert_id FROM results').all() as Array<{
+      origin: string;
+      label: string;
+      score: number;
+      alert_id: string | null;
+    }>;
+    const stored = db.prepare('SELECT id, kind, payload FROM alerts').all() as Array<{
+      id: string;
+      kind: string;
+      payload: string;
+    }>;
     db.close();
     expect(results).toHaveLength(50 - droppedCount);
     for (const r of results) expect(truth.has(r.origin)).toBe(true);
@@ -130,7 +174,16 @@ describe('camera path end to end: simulator -> vigil run -> Mosquitto', () => {
     for (const { topic, alert } of alerts) {
       expect(topic).toBe(`vigil/e2e-gw/alerts/${alert.kind}`);
       expect(alert).toMatchObject({ device: 'e2e-gw', pipeline: 'inspection', kind: 'defect' });
-      for (const k of ['id', 'timestamp', 'source', 'model', 'severity', 'score', 'threshold', 'latencyMs'] as const) {
+      for (const k of [
+        'id',
+        'timestamp',
+        'source',
+        'model',
+        'severity',
+        'score',
+        'threshold',
+        'latencyMs',
+      ] as const) {
         expect(alert[k], k).toBeDefined();
       }
       expect(alert.model.name).toBe('defect-cnn');
@@ -140,12 +193,23 @@ describe('camera path end to end: simulator -> vigil run -> Mosquitto', () => {
     // The same counts from every side: SQLite, MQTT, the status API and Prometheus.
     const metrics = await (await fetch(`${daemon.url}/metrics`)).text();
     expect(st.alerts.defect ?? 0).toBe(stored.length);
-    expect(metricValue(metrics, 'vigil_alerts_total', { pipeline: 'inspection', kind: 'defect' })).toBe(stored.length);
-    expect(metricValue(metrics, 'vigil_samples_processed_total', { pipeline: 'inspection' })).toBe(50 - droppedCount);
+    expect(metricValue(metrics, 'vigil_alerts_total', { pipeline: 'inspection', kind: 'defect' })).toBe(
+      stored.length,
+    );
+    expect(metricValue(metrics, 'vigil_samples_processed_total', { pipeline: 'inspection' })).toBe(
+      50 - droppedCount,
+    );
     expect(metricValue(metrics, 'vigil_frames_in_total', { source: 'cam1' })).toBe(40);
     expect(metricValue(metrics, 'vigil_frames_in_total', { source: 'cam2' })).toBe(10);
-    expect(metrics).toMatch(/vigil_model_info\{model="defect-cnn",version="[^"]+",backend="onnxruntime-node",provider="cpu"\} 1/);
-    expect(metricValue(metrics, 'vigil_stage_duration_seconds_count', { pipeline: 'inspection', stage: 'inference' })).toBe(50 - droppedCount);
+    expect(metrics).toMatch(
+      /vigil_model_info\{model="defect-cnn",version="[^"]+",backend="onnxruntime-node",provider="cpu"\} 1/,
+    );
+    expect(
+      metricValue(metrics, 'vigil_stage_duration_seconds_count', {
+        pipeline: 'inspection',
+        stage: 'inference',
+      }),
+    ).toBe(50 - droppedCount);
 
     expect(statuses.some((s) => s.state === 'online')).toBe(true);
   });
@@ -161,7 +225,8 @@ describe('camera path end to end: simulator -> vigil run -> Mosquitto', () => {
     // The folder keeps only the latest pending frame per camera, so frames that decode are
     // written one at a time, each after the previous one has been dealt with.
     const metricsNow = async () => (await fetch(`${daemon.url}/metrics`)).text();
-    const decodeErrors = async () => metricValue(await metricsNow(), 'vigil_input_errors_total', { source: 'cam1', reason: 'decode_error' });
+    const decodeErrors = async () =>
+      metricValue(await metricsNow(), 'vigil_input_errors_total', { source: 'cam1', reason: 'decode_error' });
     const dropFile = async (name: string, data: Buffer) => {
       const before = await decodeErrors();
       await writeFile(path.join(incoming, name), data);
@@ -169,44 +234,92 @@ describe('camera path end to end: simulator -> vigil run -> Mosquitto', () => {
     };
     await writeFile(path.join(incoming, 'bad-empty.jpg'), Buffer.alloc(0));
     await writeFile(path.join(incoming, 'bad-half.jpg'), good.subarray(0, Math.floor(good.length / 2)));
-    await dropFile('bad-corrupt.jpg', Buffer.concat([good.subarray(0, 600), Buffer.alloc(4000, 0x5a), Buffer.from([0xff, 0xd9])]));
-    await dropFile('bad-tiny.png', await sharp({ create: { width: 4, height: 4, channels: 3, background: '#888' } }).png().toBuffer());
+    await dropFile(
+      'bad-corrupt.jpg',
+      Buffer.concat([good.subarray(0, 600), Buffer.alloc(4000, 0x5a), Buffer.from([0xff, 0xd9])]),
+    );
+    await dropFile(
+      'bad-tiny.png',
+      await sharp({ create: { width: 4, height: 4, channels: 3, background: '#888' } })
+        .png()
+        .toBuffer(),
+    );
     await dropFile(
       'bad-huge.png',
-      await sharp({ create: { width: 5000, height: 4000, channels: 3, background: '#888' } }).png().toBuffer(),
+      await sharp({ create: { width: 5000, height: 4000, channels: 3, background: '#888' } })
+        .png()
+        .toBuffer(),
     );
-    await writeFile(path.join(incoming, 'odd-size.jpg'), await sharp(good).resize(333, 211).jpeg().toBuffer());
+    await writeFile(
+      path.join(incoming, 'odd-size.jpg'),
+      await sharp(good).resize(333, 211).jpeg().toBuffer(),
+    );
 
     // HTTP path: a non-image body, an empty body, and a body over the size limit.
     const url = `http://127.0.0.1:${camPort}/frames`;
-    const text = await fetch(url, { method: 'POST', body: 'hello, not a picture', headers: { 'content-type': 'image/jpeg' } });
+    const text = await fetch(url, {
+      method: 'POST',
+      body: 'hello, not a picture',
+      headers: { 'content-type': 'image/jpeg' },
+    });
     expect(text.status).toBe(400);
     expect(((await text.json()) as { error: string }).error).toMatch(/JPEG|PNG|image/i);
-    const empty = await fetch(url, { method: 'POST', body: Buffer.alloc(0), headers: { 'content-type': 'image/jpeg' } });
+    const empty = await fetch(url, {
+      method: 'POST',
+      body: Buffer.alloc(0),
+      headers: { 'content-type': 'image/jpeg' },
+    });
     expect(empty.status).toBe(400);
-    const big = await fetch(url, { method: 'POST', body: Buffer.alloc(3_000_000, 1), headers: { 'content-type': 'image/jpeg' } }).catch(() => undefined);
+    const big = await fetch(url, {
+      method: 'POST',
+      body: Buffer.alloc(3_000_000, 1),
+      headers: { 'content-type': 'image/jpeg' },
+    }).catch(() => undefined);
     if (big) expect(big.status).toBe(413);
 
-    const metricsText = await waitFor('bad inputs counted', async () => {
+    const metricsText = await waitFor(
+      'bad inputs counted',
+      async () => {
+        const m = await (await fetch(`${daemon.url}/metrics`)).text();
+        const v = (source: string, reason: string) =>
+          metricValue(m, 'vigil_input_errors_total', { source, reason });
+        return v('cam1', 'empty') >= 1 &&
+          v('cam1', 'incomplete') >= 1 &&
+          v('cam1', 'decode_error') >= 3 &&
+          v('cam2', 'not_an_image') >= 1 &&
+          v('cam2', 'empty') >= 1 &&
+          v('cam2', 'too_large') >= 1
+          ? m
+          : undefined;
+      },
+      20_000,
+    ).catch(async (err: Error) => {
       const m = await (await fetch(`${daemon.url}/metrics`)).text();
-      const v = (source: string, reason: string) => metricValue(m, 'vigil_input_errors_total', { source, reason });
-      return v('cam1', 'empty') >= 1 && v('cam1', 'incomplete') >= 1 && v('cam1', 'decode_error') >= 3 && v('cam2', 'not_an_image') >= 1 && v('cam2', 'empty') >= 1 && v('cam2', 'too_large') >= 1
-        ? m
-        : undefined;
-    }, 20_000).catch(async (err: Error) => {
-      const m = await (await fetch(`${daemon.url}/metrics`)).text();
-      throw new Error(`${err.message}; counted so far:\n${m.split('\n').filter((l) => l.startsWith('vigil_input_errors_total')).join('\n')}`);
+      throw new Error(
+        `${err.message}; counted so far:\n${m
+          .split('\n')
+          .filter((l) => l.startsWith('vigil_input_errors_total'))
+          .join('\n')}`,
+      );
     });
-    expect(metricValue(metricsText, 'vigil_input_errors_total', { source: 'cam1', reason: 'decode_error' })).toBe(3);
+    expect(
+      metricValue(metricsText, 'vigil_input_errors_total', { source: 'cam1', reason: 'decode_error' }),
+    ).toBe(3);
     const logs = daemon.logs();
     expect(logs).toMatch(/bad-corrupt\.jpg.*corrupt jpeg|bad-corrupt\.jpg[^\n]*refused/i);
     expect(logs).toMatch(/bad-huge\.png[^\n]*5000x4000/);
     expect(logs).toMatch(/bad-tiny\.png[^\n]*too small/);
 
     // Still serving: the odd-size frame and a fresh good frame are processed.
-    const r = await fetch(url, { method: 'POST', body: good, headers: { 'content-type': 'image/jpeg', 'x-frame-origin': 'after-bad.jpg' } });
+    const r = await fetch(url, {
+      method: 'POST',
+      body: good,
+      headers: { 'content-type': 'image/jpeg', 'x-frame-origin': 'after-bad.jpg' },
+    });
     expect(r.status).toBe(202);
-    await waitFor('good frames after bad ones', async () => ((await status(daemon)).pipelines.inspection!.processed >= before + 2 ? true : undefined));
+    await waitFor('good frames after bad ones', async () =>
+      (await status(daemon)).pipelines.inspection!.processed >= before + 2 ? true : undefined,
+    );
     expect((await fetch(`${daemon.url}/healthz`)).status).toBe(200);
     expect(daemon.proc.exitCode).toBeNull();
   });
@@ -234,15 +347,30 @@ describe('a model file that does not match its manifest', () => {
       expect(body).toMatch(/VIGIL_ERR_MODEL_FILE_MISMATCH/);
       expect(body).toMatch(/model\.onnx/);
       const metrics = await (await fetch(`${daemon.url}/metrics`)).text();
-      expect(metricValue(metrics, 'vigil_model_load_errors_total', { model: 'defect', code: 'VIGIL_ERR_MODEL_FILE_MISMATCH' })).toBe(1);
+      expect(
+        metricValue(metrics, 'vigil_model_load_errors_total', {
+          model: 'defect',
+          code: 'VIGIL_ERR_MODEL_FILE_MISMATCH',
+        }),
+      ).toBe(1);
       expect(metricValue(metrics, 'vigil_model_ready', { model: 'defect' })).toBe(0);
 
-      const good = (await renderFrame({ width: 640, height: 480, label: 'crack', seed: 5, format: 'jpeg' })).data;
-      const r = await fetch(`http://127.0.0.1:${camPort}/frames`, { method: 'POST', body: good, headers: { 'content-type': 'image/jpeg' } });
+      const good = (await renderFrame({ width: 640, height: 480, label: 'crack', seed: 5, format: 'jpeg' }))
+        .data;
+      const r = await fetch(`http://127.0.0.1:${camPort}/frames`, {
+        method: 'POST',
+        body: good,
+        headers: { 'content-type': 'image/jpeg' },
+      });
       expect(r.status).toBe(202);
       await waitFor('frame dropped as model_unavailable', async () => {
         const m = await (await fetch(`${daemon.url}/metrics`)).text();
-        return metricValue(m, 'vigil_samples_dropped_total', { pipeline: 'inspection', reason: 'model_unavailable' }) === 1 ? true : undefined;
+        return metricValue(m, 'vigil_samples_dropped_total', {
+          pipeline: 'inspection',
+          reason: 'model_unavailable',
+        }) === 1
+          ? true
+          : undefined;
       });
       expect((await fetch(`${daemon.url}/healthz`)).status).toBe(200);
       expect(daemon.logs()).toMatch(/model defect is not serving: .*model\.onnx/);

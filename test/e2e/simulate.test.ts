@@ -9,12 +9,32 @@ import { CLI } from '../helpers/daemon.js';
 
 const run = promisify(execFile);
 
-async function simulate(seed: number, seconds: number, extra: string[] = []): Promise<{ report: SimulateReport; stdout: string }> {
+async function simulate(
+  seed: number,
+  seconds: number,
+  extra: string[] = [],
+): Promise<{ report: SimulateReport; stdout: string }> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'vigil-simulate-'));
   const file = path.join(dir, 'report.json');
   const { stdout } = await run(
     process.execPath,
-    [CLI, 'simulate', '--duration', String(seconds), '--seed', String(seed), '--report', file, '--mqtt-port', '0', '--http-port', '0', '--data-dir', dir, ...extra],
+    [
+      CLI,
+      'simulate',
+      '--duration',
+      String(seconds),
+      '--seed',
+      String(seed),
+      '--report',
+      file,
+      '--mqtt-port',
+      '0',
+      '--http-port',
+      '0',
+      '--data-dir',
+      dir,
+      ...extra,
+    ],
     { timeout: 60_000 },
   );
   return { report: JSON.parse(await readFile(file, 'utf8')) as SimulateReport, stdout };
@@ -30,7 +50,8 @@ describe('vigil simulate', () => {
     expect(p.samples.processed + p.samples.dropped).toBe(p.samples.seen);
     expect(p.latencyMs?.p50).toBeGreaterThan(0);
     for (const k of ['p50', 'p95', 'p99'] as const) expect(p.latencyMs![k]).toBeGreaterThan(0);
-    for (const stage of ['decode', 'preprocess', 'inference', 'postprocess', 'store']) expect(p.stagesMs[stage]?.count).toBe(p.samples.processed);
+    for (const stage of ['decode', 'preprocess', 'inference', 'postprocess', 'store'])
+      expect(p.stagesMs[stage]?.count).toBe(p.samples.processed);
     const alerts = Object.values(p.alerts).reduce((s, n) => s + n, 0);
     expect(p.truth.truePositives + p.truth.falsePositives).toBe(alerts);
     expect(a.report.mqtt.alertsReceivedBySubscriber).toBe(alerts);
@@ -40,7 +61,6 @@ describe('vigil simulate', () => {
     expect(a.report.peakRssMb).toBeGreaterThan(0);
     expect(a.stdout).toMatch(/ALERT defect\//);
     expect(a.stdout).toMatch(/Summary after/);
-
   });
 
   it('is exactly repeatable for a seed: the same frames, truth and verdicts', async () => {

@@ -23,7 +23,9 @@ export async function startDaemon(
   httpPort: number,
   options: { waitReady?: boolean; timeoutMs?: number } = {},
 ): Promise<RunningDaemon> {
-  const proc = spawn(process.execPath, [CLI, 'run', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn(process.execPath, [CLI, 'run', '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let output = '';
   proc.stdout!.on('data', (d: Buffer) => (output += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
@@ -31,7 +33,8 @@ export async function startDaemon(
   const deadline = Date.now() + (options.timeoutMs ?? 30_000);
   const wantReady = options.waitReady ?? true;
   for (;;) {
-    if (proc.exitCode !== null) throw new Error(`vigil run exited with ${proc.exitCode} before it was ready:\n${output}`);
+    if (proc.exitCode !== null)
+      throw new Error(`vigil run exited with ${proc.exitCode} before it was ready:\n${output}`);
     try {
       const r = await fetch(`${url}/readyz`);
       if (r.status === 200 || (!wantReady && r.status === 503)) break;
@@ -58,7 +61,11 @@ export async function startDaemon(
 }
 
 /** Polls until `check` returns a value other than undefined, or fails with `what`. */
-export async function waitFor<T>(what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs = 20_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await check();
