@@ -32,6 +32,8 @@ export interface MosquittoOptions {
    * that they survive a stop and a start with the same folder; default: nothing persists.
    */
   dataDir?: string;
+  /** Serve MQTT over TLS with these PEM files (the URL becomes mqtts://). */
+  tls?: { cafile: string; certfile: string; keyfile: string };
 }
 
 export interface RunningMosquitto {
@@ -73,6 +75,9 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Ru
     ...(options.dataDir
       ? ['persistence true', `persistence_location ${options.dataDir.replace(/\/?$/, '/')}`]
       : ['persistence false']),
+    ...(options.tls
+      ? [`cafile ${options.tls.cafile}`, `certfile ${options.tls.certfile}`, `keyfile ${options.tls.keyfile}`]
+      : []),
     'log_dest stderr',
     'log_type error',
     'log_type warning',
@@ -130,7 +135,7 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Ru
 
   return {
     port,
-    url: `mqtt://127.0.0.1:${port}`,
+    url: `${options.tls ? 'mqtts' : 'mqtt'}://127.0.0.1:${port}`,
     output: () => output,
     async stop() {
       if (!exited) {
