@@ -1,6 +1,7 @@
 import { createSource } from '../adapters/index.js';
 import { resolvePath, type LoadedConfig } from './config/load.js';
-import type { Engine, EngineOptions } from './engines/engine.js';
+import type { EngineOptions } from './engines/engine.js';
+import type { WorkerEngine } from './engines/worker-engine.js';
 import { loadEngine } from './engines/load.js';
 import { VigilError, errorMessage } from './errors.js';
 import type { Logger } from './log.js';
@@ -21,7 +22,11 @@ export interface DaemonHooks {
 interface LoadedModel {
   name: string;
   package: string;
-  engine?: Engine;
+  options: EngineOptions;
+  engine?: WorkerEngine;
+  /** A reload after an engine failure is under way. */
+  reloading?: boolean;
+  restarts: number;
   /** Why the model is not serving, when it is not. */
   error?: { code: string; message: string };
 }
@@ -94,25 +99,9 @@ export class Daemon {
         tflite: { ...mc.tflite, delegate: mc.tflite.delegate },
         warmupRuns: mc.warmupRuns,
       };
-      const pkg = resolvePath(this.loaded, mc.package);
-      // A model that fails to load or verify does not take the gateway down: its pipelines drop
-      // frames as model_unavailable, /readyz says why, and everything else keeps serving.
-      try {
-        const engine = await loadEngine(pkg, options, log.child({ model: name }));
-        this.models.set(name, { name, package: pkg, engine });
-        const m = engine.manifest;
-        this.metrics.modelInfo.set(
-          { model: m.name, version: m.version, backend: engine.backend, provider: engine.provider },
-          1,
-        );
-        this.metrics.modelReady.set({ model: name }, 1);
-      } catch (err) {
-        const code = err instanceof VigilError ? err.code : 'VIGIL_ERR_MODEL_LOAD';
-        this.models.set(name, { name, package: pkg, error: { code, message: errorMessage(err) } });
-        this.metrics.modelReady.set({ model: name }, 0);
-        this.metrics.modelLoadErrors.inc({ model: name, code });
-        log.error({ model: name, package: pkg, code }, `model ${name} is not serving: ${errorMessage(err)}`);
-      }
+      const slot: LoadedModel = { name, package: resolvePath(this.loaded, mc.package), options, restarts: 0 };
+      this.models.set(name, slot);
+      await this.loadModel(slot);
     }
 
     this.publisher = new MqttPublisher({
@@ -187,7 +176,10 @@ export class Daemon {
     this.retentionTimer.unref();
     // Connection states are polled into gauges rather than pushed, so no component needs to
     // know about metrics to report them.
-    this.gaugeTimer = setInterval(() => this.updateStateGauges(), 1_000);
+    this.gaugeTimer = setInterval(() => {
+      this.updateStateGauges();
+      this.superviseModels();
+    }, 1_000);
     this.gaugeTimer.unref();
     this.updateStateGauges();
     log.info(
@@ -198,6 +190,66 @@ export class Daemon {
       },
       'vigil ready',
     );
+  }
+
+  /**
+   * Loads (or reloads) one model. A model that fails to load or verify does not take the gateway
+   * down: its pipelines drop frames as model_unavailable, /readyz says why, and everything else
+   * keeps serving.
+   */
+  private async loadModel(slot: LoadedModel): Promise<boolean> {
+    const log = this.log.child({ model: slot.name });
+    try {
+      const engine = await loadEngine(slot.package, slot.options, log);
+      slot.engine = engine;
+      slot.error = undefined;
+      const m = engine.manifest;
+      this.metrics.modelInfo.set(
+        { model: m.name, version: m.version, backend: engine.backend, provider: engine.provider },
+        1,
+      );
+      this.metrics.modelReady.set({ model: slot.name }, 1);
+      return true;
+    } catch (err) {
+      const code = err instanceof VigilError ? err.code : 'VIGIL_ERR_MODEL_LOAD';
+      slot.engine = undefined;
+      slot.error = { code, message: errorMessage(err) };
+      this.metrics.modelReady.set({ model: slot.name }, 0);
+      this.metrics.modelLoadErrors.inc({ model: slot.name, code });
+      log.error({ package: slot.package, code }, `model ${slot.name} is not serving: ${errorMessage(err)}`);
+      return false;
+    }
+  }
+
+  /**
+   * An engine whose worker died (a native crash, out of memory) is replaced by a fresh one,
+   * with back-off between attempts, so that the gateway heals without an outside supervisor.
+   */
+  private superviseModels(): void {
+    for (const slot of this.models.values()) {
+      const failure = slot.engine?.failure;
+      if (!failure || slot.reloading || this.stopping) continue;
+      slot.reloading = true;
+      const dead = slot.engine!;
+      slot.engine = undefined;
+      slot.error = { code: failure.code, message: failure.message };
+      this.metrics.modelReady.set({ model: slot.name }, 0);
+      this.metrics.modelRestarts.inc({ model: slot.name });
+      this.log.error(
+        { model: slot.name, code: failure.code },
+        `model ${slot.name} engine failed (${failure.message}); reloading it`,
+      );
+      void (async () => {
+        await dead.close().catch(() => undefined);
+        let delay = 1_000;
+        while (!this.stopping && !(await this.loadModel(slot))) {
+          await new Promise((r) => setTimeout(r, delay).unref());
+          delay = Math.min(delay * 2, 60_000);
+        }
+        slot.restarts++;
+        slot.reloading = false;
+      })();
+    }
   }
 
   private retentionTimer: NodeJS.Timeout | undefined;
@@ -219,6 +271,7 @@ export class Daemon {
       provider: m.engine?.provider,
       ready: m.engine !== undefined,
       error: m.error,
+      restarts: m.restarts,
     }));
     const expected = Object.keys(this.loaded.config.models).length;
     const sources = [...this.sources.values()].map((s) => ({ name: s.name, type: s.type, state: s.state() }));

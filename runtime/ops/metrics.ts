@@ -96,6 +96,12 @@ export class Metrics {
     labelNames: ['model', 'code'] as const,
     registers: [this.registry],
   });
+  readonly modelRestarts = new Counter({
+    name: 'vigil_model_restarts_total',
+    help: 'Engines replaced after their worker failed',
+    labelNames: ['model'] as const,
+    registers: [this.registry],
+  });
   readonly sourceUp = new Gauge({
     name: 'vigil_source_up',
     help: '1 while the source is up',

@@ -27,6 +27,11 @@ export class LatencyRecorder {
     return this.seen;
   }
 
+  /** How many samples are kept (at most the capacity). */
+  get retained(): number {
+    return this.values.length;
+  }
+
   /** Percentiles by the nearest-rank method; undefined when nothing was recorded. */
   summary(): LatencySummary | undefined {
     if (this.values.length === 0) return undefined;

@@ -16,10 +16,13 @@ import { FrameScheduler, type DropReason } from './scheduler.js';
 /** Where results and alerts are kept; written before anything is published. */
 export interface ResultSink {
   saveResult(result: Result, alert?: Alert): void;
-  markAlertPublished(id: string, at: number): void;
 }
 
-/** Where alerts (and optionally results) go out. */
+/**
+ * Where alerts (and optionally results) go out. The publisher owns delivery state: it marks an
+ * alert as published in the store when the broker acknowledges it, and re-sends the ones that
+ * were not on reconnect.
+ */
 export interface AlertPublisher {
   publishAlert(alert: Alert): Promise<{ ackMs: number }>;
   publishResult(pipeline: string, result: Result): void;
@@ -338,11 +341,6 @@ export class Pipeline {
         this.alertLatency.add(total);
         ctx.metrics.alertSeconds.observe({ pipeline: ctx.name }, total / 1000);
         ctx.metrics.alertsPublished.inc({ kind: alert.kind });
-        try {
-          ctx.sink.markAlertPublished(alert.id, Date.now());
-        } catch (err) {
-          ctx.log.warn({ alertId: alert.id, err: errorMessage(err) }, 'could not mark alert as published');
-        }
         ctx.onAlertPublished?.(alert, total);
       })
       .catch((err: unknown) => {

@@ -1,0 +1,86 @@
+import { describe, expect, it } from 'vitest';
+import type { FrameSample } from '../../runtime/pipeline/sample.js';
+import { FrameScheduler, type DropReason } from '../../runtime/pipeline/scheduler.js';
+
+const frame = (source: string, arrivedAt: number, id = `${source}@${arrivedAt}`): FrameSample => ({
+  kind: 'frame',
+  id,
+  source,
+  receivedAt: 0,
+  arrivedAt,
+  data: Buffer.alloc(0),
+  origin: id,
+});
+
+function scheduler(budgetMs = 100) {
+  const drops: Array<{ id: string; reason: DropReason }> = [];
+  const s = new FrameScheduler(budgetMs, (f, reason) => drops.push({ id: f.id, reason }));
+  return { s, drops };
+}
+
+describe('FrameScheduler', () => {
+  it('keeps only the latest pending frame of a camera', () => {
+    const { s, drops } = scheduler();
+    s.offer(frame('cam1', 0));
+    s.offer(frame('cam1', 10));
+    s.offer(frame('cam1', 20));
+    expect(s.size).toBe(1);
+    expect(drops).toEqual([
+      { id: 'cam1@0', reason: 'superseded' },
+      { id: 'cam1@10', reason: 'superseded' },
+    ]);
+    expect(s.next(25)?.id).toBe('cam1@20');
+    expect(s.next(25)).toBeUndefined();
+  });
+
+  it('bounds what waits to one frame per source and serves the oldest first', () => {
+    const { s } = scheduler();
+    s.offer(frame('cam2', 5));
+    s.offer(frame('cam1', 3));
+    s.offer(frame('cam3', 7));
+    expect(s.size).toBe(3);
+    expect([s.next(10)?.source, s.next(10)?.source, s.next(10)?.source]).toEqual(['cam1', 'cam2', 'cam3']);
+  });
+
+  it('drops a frame that has already waited past its budget', () => {
+    const { s, drops } = scheduler(100);
+    s.offer(frame('cam1', 0));
+    expect(s.next(101)).toBeUndefined();
+    expect(drops).toEqual([{ id: 'cam1@0', reason: 'deadline' }]);
+  });
+
+  it('drops a frame that cannot finish in time given recent service times, and takes the next that can', () => {
+    const { s, drops } = scheduler(100);
+    s.observeService(30, 1000);
+    s.observeService(40, 1000);
+    s.offer(frame('cam1', 920)); // waited 80 ms: 80 + 30 > 100
+    s.offer(frame('cam2', 950)); // waited 50 ms: 50 + 30 <= 100
+    expect(s.next(1000)?.id).toBe('cam2@950');
+    expect(drops).toEqual([{ id: 'cam1@920', reason: 'deadline' }]);
+  });
+
+  it('forgets old service times, so that one slow frame cannot starve the pipeline', () => {
+    const { s, drops } = scheduler(100);
+    s.observeService(150, 0); // a cold start far over budget
+    s.offer(frame('cam1', 100));
+    expect(s.next(101)).toBeUndefined(); // still remembered: cannot make it
+    expect(drops.map((d) => d.reason)).toEqual(['deadline']);
+    s.offer(frame('cam1', 6000));
+    expect(s.estimateAt(6001)).toBe(0); // the 150 ms observation is older than the window
+    expect(s.next(6001)?.id).toBe('cam1@6000');
+  });
+
+  it('estimates optimistically with the fastest recent service time', () => {
+    const { s } = scheduler();
+    for (const ms of [12, 8, 30, 9]) s.observeService(ms, 100);
+    expect(s.estimateAt(100)).toBe(8);
+  });
+
+  it('hands back everything pending on drain', () => {
+    const { s } = scheduler();
+    s.offer(frame('a', 1));
+    s.offer(frame('b', 2));
+    expect(s.drain().map((f) => f.id)).toEqual(['a@1', 'b@2']);
+    expect(s.size).toBe(0);
+  });
+});
