@@ -8,6 +8,7 @@ import type { Logger } from './log.js';
 import { startOpsServer, type HealthReport } from './ops/http.js';
 import { Metrics } from './ops/metrics.js';
 import { Pipeline, type PipelineContext, type PipelineStats } from './pipeline/pipeline.js';
+import type { FrameSample } from './pipeline/sample.js';
 import type { Source } from './pipeline/source.js';
 import { MqttPublisher } from './publish/mqtt-publisher.js';
 import { Store } from './store/store.js';
@@ -24,8 +25,8 @@ interface LoadedModel {
   package: string;
   options: EngineOptions;
   engine?: WorkerEngine;
-  /** A reload after an engine failure is under way. */
-  reloading?: boolean;
+  /** A reload after an engine failure, while under way; stop waits for it. */
+  reloading?: Promise<void> | undefined;
   restarts: number;
   /** Why the model is not serving, when it is not. */
   error?: { code: string; message: string };
@@ -110,6 +111,7 @@ export class Daemon {
       log: log.child({ component: 'mqtt' }),
       version: VERSION,
       outbox: this.store,
+      onDelivered: (alert) => this.metrics.alertsPublished.inc({ kind: alert.kind }),
       status: () => this.status(),
     });
     await this.publisher.start();
@@ -122,10 +124,12 @@ export class Daemon {
           name,
           config: pc,
           deviceId: config.device.id,
-          engine: () => model.engine,
+          // A failed engine is unavailable from the moment it fails, not from the next supervision tick.
+          engine: () => (model.engine?.failure ? undefined : model.engine),
           sink: this.store,
           publisher: this.publisher,
           metrics: this.metrics,
+          inputError: (sample, reason) => this.countInputError(sample, reason),
           log: log.child({ pipeline: name }),
           onResult: this.hooks.onResult,
           onAlertPublished: this.hooks.onAlertPublished,
@@ -173,6 +177,12 @@ export class Daemon {
         log.warn({ err: errorMessage(err) }, 'retention pass failed');
       }
     }, 60_000);
+    // Alerts whose PUBACK timed out on a connection that stayed up are retried here; a
+    // reconnect replays them anyway.
+    this.outboxTimer = setInterval(() => {
+      if (this.publisher?.connected()) void this.publisher.flushOutbox();
+    }, 30_000);
+    this.outboxTimer.unref();
     this.retentionTimer.unref();
     // Connection states are polled into gauges rather than pushed, so no component needs to
     // know about metrics to report them.
@@ -201,6 +211,11 @@ export class Daemon {
     const log = this.log.child({ model: slot.name });
     try {
       const engine = await loadEngine(slot.package, slot.options, log);
+      if (this.stopping) {
+        // Stop began while this (re)load was under way: nobody would close this engine later.
+        await engine.close().catch(() => undefined);
+        return false;
+      }
       slot.engine = engine;
       slot.error = undefined;
       const m = engine.manifest;
@@ -229,7 +244,6 @@ export class Daemon {
     for (const slot of this.models.values()) {
       const failure = slot.engine?.failure;
       if (!failure || slot.reloading || this.stopping) continue;
-      slot.reloading = true;
       const dead = slot.engine!;
       slot.engine = undefined;
       slot.error = { code: failure.code, message: failure.message };
@@ -239,7 +253,7 @@ export class Daemon {
         { model: slot.name, code: failure.code },
         `model ${slot.name} engine failed (${failure.message}); reloading it`,
       );
-      void (async () => {
+      slot.reloading = (async () => {
         await dead.close().catch(() => undefined);
         let delay = 1_000;
         while (!this.stopping && !(await this.loadModel(slot))) {
@@ -247,13 +261,23 @@ export class Daemon {
           delay = Math.min(delay * 2, 60_000);
         }
         slot.restarts++;
-        slot.reloading = false;
+        slot.reloading = undefined;
       })();
     }
   }
 
+  /** Samples already counted as bad input, so that one sample read by two pipelines counts once. */
+  private readonly countedBadSamples = new WeakSet<FrameSample>();
+
+  private countInputError(sample: FrameSample, reason: string): void {
+    if (this.countedBadSamples.has(sample)) return;
+    this.countedBadSamples.add(sample);
+    this.metrics.inputErrors.inc({ source: sample.source, reason });
+  }
+
   private retentionTimer: NodeJS.Timeout | undefined;
   private gaugeTimer: NodeJS.Timeout | undefined;
+  private outboxTimer: NodeJS.Timeout | undefined;
 
   private updateStateGauges(): void {
     this.metrics.mqttConnected.set(this.publisher?.connected() ? 1 : 0);
@@ -310,11 +334,14 @@ export class Daemon {
     this.lifetime.abort();
     if (this.retentionTimer) clearInterval(this.retentionTimer);
     if (this.gaugeTimer) clearInterval(this.gaugeTimer);
+    if (this.outboxTimer) clearInterval(this.outboxTimer);
     for (const [name, s] of this.sources) await withDeadline(`source ${name}`, s.stop(), 5_000, log);
     for (const [name, p] of this.pipelines) await withDeadline(`pipeline ${name}`, p.stop(), 5_000, log);
     if (this.publisher) await withDeadline('mqtt publisher', this.publisher.stop(), 5_000, log);
-    for (const [name, m] of this.models)
+    for (const [name, m] of this.models) {
+      if (m.reloading) await withDeadline(`model ${name} reload`, m.reloading, 5_000, log);
       if (m.engine) await withDeadline(`model ${name}`, m.engine.close(), 5_000, log);
+    }
     try {
       this.store?.close();
     } catch (err) {

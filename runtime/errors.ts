@@ -15,6 +15,7 @@ export type VigilErrorCode =
   | 'VIGIL_ERR_INPUT_INVALID'
   | 'VIGIL_ERR_DECODE'
   | 'VIGIL_ERR_PORT_IN_USE'
+  | 'VIGIL_ERR_LISTEN'
   | 'VIGIL_ERR_STORE';
 
 export class VigilError extends Error {

@@ -225,6 +225,24 @@ export class FolderCameraSource implements Source {
     if (this.pending.size > 0) this.schedulePoll(this.pollMs);
   }
 
+  /**
+   * A file that vanished between stat and open was renamed or taken away: forget it. Any other
+   * read error (typically EACCES: the camera's upload user left it unreadable to Vigil) is
+   * refused once, counted as read_error, and not retried until the file changes.
+   */
+  private readFailed(file: string, origin: string, err: NodeJS.ErrnoException, sig: string): void {
+    if (err.code === 'ENOENT') {
+      this.pending.delete(file);
+      return;
+    }
+    this.refuse(
+      file,
+      'read_error',
+      `cannot read ${origin}: ${err.message}; check the file permissions of the upload`,
+      sig,
+    );
+  }
+
   private async check(file: string, entry: PendingFile): Promise<void> {
     const origin = path.basename(file);
     const s = await stat(file).catch((err: NodeJS.ErrnoException) => err);
@@ -257,7 +275,9 @@ export class FolderCameraSource implements Source {
         sig,
       );
     }
-    const { head, tail } = await readEnds(file, s.size);
+    const ends = await readEnds(file, s.size).catch((err: NodeJS.ErrnoException) => err);
+    if (ends instanceof Error) return this.readFailed(file, origin, ends, sig);
+    const { head, tail } = ends;
     const contentType = sniffImageType(head);
     if (!contentType) {
       return this.refuse(
@@ -281,7 +301,8 @@ export class FolderCameraSource implements Source {
     }
 
     const arrivedAt = performance.now();
-    const data = await readFile(file);
+    const data = await readFile(file).catch((err: NodeJS.ErrnoException) => err);
+    if (data instanceof Error) return this.readFailed(file, origin, data, sig);
     if (data.length !== s.size) return; // changed between stat and read: look again
     this.ctx.emit({
       kind: 'frame',

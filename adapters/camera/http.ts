@@ -83,7 +83,7 @@ export class HttpCameraSource implements Source {
         } else {
           reject(
             new VigilError(
-              'VIGIL_ERR_PORT_IN_USE',
+              'VIGIL_ERR_LISTEN',
               `camera source '${this.name}' cannot listen on ${host}:${port} (${err.code ?? err.message}); ` +
                 `check sources.${this.name}.listen`,
               { cause: err, detail: { host, port } },
@@ -122,7 +122,22 @@ export class HttpCameraSource implements Source {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const n = ++this.requestCount;
-    const url = new URL(req.url ?? '/', 'http://camera.invalid');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://camera.invalid');
+    } catch {
+      // Node's parser accepts request targets that URL does not (e.g. `http://[/frames`); a
+      // scanner or a broken camera must get a 400, never take the daemon down.
+      const origin = `${req.socket.remoteAddress ?? 'unknown'}#${n}`;
+      return this.refuse(
+        req,
+        res,
+        400,
+        'bad_request',
+        `malformed request target ${JSON.stringify(req.url)}`,
+        origin,
+      );
+    }
     const origin = originOf(req, url, n);
 
     if (url.pathname !== this.config.path) {

@@ -11,7 +11,12 @@ import { modelsListCommand } from './models.js';
 const program = new Command('vigil')
   .description('Edge inference runtime for industrial gateways')
   .version(VERSION)
-  .showHelpAfterError();
+  .showHelpAfterError()
+  // Usage errors (unknown command or option, a bad value) exit 2, as documented; help and
+  // --version exit 0.
+  .exitOverride((err) => {
+    process.exit(err.exitCode === 0 ? 0 : 2);
+  });
 
 const int = (name: string, min: number) => (v: string) => {
   const n = Number(v);

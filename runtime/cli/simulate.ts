@@ -90,33 +90,17 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
   const t0 = Date.now();
   const stamp = () => `[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s]`;
 
-  let daemon: Daemon;
-  try {
-    daemon = await Daemon.start(loaded, log, {
-      onResult: (r) => results.set(r.origin, r),
-    });
-  } catch (err) {
-    await broker.close();
-    throw new Error(`the simulated gateway could not start: ${errorMessage(err)}`, { cause: err });
-  }
-  const modelHealth = daemon.health().models[0]!;
-  if (!modelHealth.ready || !modelHealth.model) {
-    await daemon.stop();
-    await broker.close();
-    throw new Error(
-      `the simulated gateway's model did not load: ${modelHealth.error?.message ?? 'unknown error'}`,
-    );
-  }
-  const model = {
-    model: modelHealth.model,
-    version: modelHealth.version ?? '?',
-    backend: modelHealth.backend ?? '?',
-    provider: modelHealth.provider ?? '?',
-  };
-
   // An ordinary MQTT subscriber, as a user with mosquitto_sub would be.
   const prefix = `vigil/${loaded.config.device.id}`;
-  const subscriber = await mqtt.connectAsync(broker.url, { clientId: `vigil-simulate-watch-${process.pid}` });
+  let subscriber: mqtt.MqttClient;
+  try {
+    subscriber = await mqtt.connectAsync(broker.url, { clientId: `vigil-simulate-watch-${process.pid}` });
+  } catch (err) {
+    await broker.close();
+    throw new Error(`cannot watch the embedded broker at ${broker.url}: ${errorMessage(err)}`, {
+      cause: err,
+    });
+  }
   let alertsReceived = 0;
   subscriber.on('message', (_topic, payload) => {
     alertsReceived++;
@@ -139,6 +123,32 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
     }
   });
   await subscriber.subscribeAsync(`${prefix}/alerts/#`, { qos: 1 });
+
+  let daemon: Daemon;
+  try {
+    daemon = await Daemon.start(loaded, log, {
+      onResult: (r) => results.set(r.origin, r),
+    });
+  } catch (err) {
+    await subscriber.endAsync().catch(() => undefined);
+    await broker.close();
+    throw new Error(`the simulated gateway could not start: ${errorMessage(err)}`, { cause: err });
+  }
+  const modelHealth = daemon.health().models[0]!;
+  if (!modelHealth.ready || !modelHealth.model) {
+    await subscriber.endAsync().catch(() => undefined);
+    await daemon.stop();
+    await broker.close();
+    throw new Error(
+      `the simulated gateway's model did not load: ${modelHealth.error?.message ?? 'unknown error'}`,
+    );
+  }
+  const model = {
+    model: modelHealth.model,
+    version: modelHealth.version ?? '?',
+    backend: modelHealth.backend ?? '?',
+    provider: modelHealth.provider ?? '?',
+  };
 
   const cameras: Array<{ camera: SimCamera; transport: string; fps: number }> = [];
   const cameraError = (message: string, origin: string | undefined) =>

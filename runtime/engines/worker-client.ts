@@ -5,6 +5,8 @@ import { VigilError, errorMessage, type VigilErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { TensorSpec } from '../model/manifest.js';
 
+const DEFAULT_RUN_TIMEOUT_MS = 10_000;
+
 /**
  * The main-thread side of an inference worker. Both native runtimes run inference synchronously
  * on the calling thread (tfjs-tflite-node's infer(), and onnxruntime-node's session.run, which
@@ -96,10 +98,19 @@ export class InferenceWorker {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private closing = false;
+  /** Runs posted to the worker that it has not answered yet (even if their callers gave up). */
+  private outstanding = 0;
+  /** close() came while the worker was busy: terminate it once it answers. */
+  private terminateWhenIdle = false;
   /** Set once the worker died; every later run fails with it. */
   failure: VigilError | undefined;
   /** Whether the worker thread has ended (after close() or a crash). */
   exited = false;
+
+  /** Closed by its owner, or dead: either way no longer usable. */
+  get closed(): boolean {
+    return this.closing || this.exited;
+  }
 
   private constructor(
     worker: Worker,
@@ -171,6 +182,8 @@ export class InferenceWorker {
   private listen(): void {
     this.worker.on('message', (msg: WorkerToMain) => {
       if (msg.type !== 'result' && msg.type !== 'runError') return;
+      this.outstanding--;
+      if (this.terminateWhenIdle && this.outstanding === 0) void this.worker.terminate();
       const p = this.pending.get(msg.id);
       if (!p) return;
       this.pending.delete(msg.id);
@@ -216,17 +229,54 @@ export class InferenceWorker {
     if (this.closing)
       return Promise.reject(new VigilError('VIGIL_ERR_INFERENCE', `${this.label}: engine is closed`));
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+    return new Promise<Map<string, Float32Array>>((resolve, reject) => {
+      // A hung inference (a stuck NPU driver, a deadlocked delegate) would hold its pipeline
+      // for ever; past the limit the engine is declared failed and its worker terminated, so
+      // that the daemon's supervision loads a fresh one.
+      const timer = setTimeout(() => {
+        // The worker is not terminated here: terminating a thread inside native inference
+        // aborts the whole process (seen with onnxruntime-node). close() terminates it once it
+        // answers; a thread that never does stays parked, which beats losing the daemon.
+        this.fail(
+          `an inference did not finish within ${this.runTimeoutMs} ms (the worker or its accelerator hangs)`,
+        );
+      }, this.runTimeoutMs);
+      timer.unref();
+      this.pending.set(id, {
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
       const req: RunRequest = { type: 'run', id, inputs };
+      this.outstanding++;
       this.worker.postMessage(req);
     });
   }
 
+  /** Longest an inference may take before the engine counts as hung. */
+  runTimeoutMs = DEFAULT_RUN_TIMEOUT_MS;
+
+  /**
+   * Ends the worker. One still inside an inference is terminated only once it answers, since
+   * terminating a thread in native inference code aborts the process.
+   */
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
-    if (!this.exited) await this.worker.terminate();
+    if (this.exited) return;
+    if (this.outstanding > 0) {
+      this.terminateWhenIdle = true;
+      this.rejectAll(
+        new VigilError('VIGIL_ERR_INFERENCE', `${this.label}: engine closed while an inference was pending`),
+      );
+      return;
+    }
+    await this.worker.terminate();
     this.exited = true;
   }
 }

@@ -25,7 +25,7 @@ export class WorkerEngine implements Engine {
 
   /** Whether the worker thread has ended (after close() or a crash). */
   get closed(): boolean {
-    return this.worker.exited;
+    return this.worker.closed;
   }
 
   async run(inputs: TensorMap): Promise<TensorMap> {

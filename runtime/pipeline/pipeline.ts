@@ -40,6 +40,11 @@ export interface PipelineContext {
   sink: ResultSink;
   publisher: AlertPublisher;
   metrics: Metrics;
+  /**
+   * Counts a sample that turned out to be bad input (it does not decode). The same sample may
+   * reach several pipelines; the callee counts it once per sample.
+   */
+  inputError: (sample: FrameSample, reason: 'decode_error') => void;
   log: Logger;
   /** Told about every stored result and alert (live lines in `vigil simulate`, the report). */
   onResult?: (result: Result, alert: Alert | undefined) => void;
@@ -200,7 +205,7 @@ export class Pipeline {
       const code = err instanceof VigilError ? err.code : 'VIGIL_ERR_DECODE';
       if (code === 'VIGIL_ERR_DECODE') {
         this.drop(sample, 'decode_error');
-        ctx.metrics.inputErrors.inc({ source: sample.source, reason: 'decode_error' });
+        ctx.inputError(sample, 'decode_error');
         ctx.log.warn(
           { pipeline: ctx.name, source: sample.source, origin: sample.origin, sampleId: sample.id, code },
           `frame ${sample.origin} from source ${sample.source} refused: ${errorMessage(err)}`,
@@ -327,7 +332,6 @@ export class Pipeline {
   private publish(alert: Alert, arrivedAt: number): void {
     const { ctx } = this;
     const publishStart = performance.now();
-    alert.latencyMs = round2(publishStart - arrivedAt);
     const p = ctx.publisher
       .publishAlert(alert)
       .then(() => {
@@ -340,7 +344,6 @@ export class Pipeline {
         const total = acked - arrivedAt;
         this.alertLatency.add(total);
         ctx.metrics.alertSeconds.observe({ pipeline: ctx.name }, total / 1000);
-        ctx.metrics.alertsPublished.inc({ kind: alert.kind });
         ctx.onAlertPublished?.(alert, total);
       })
       .catch((err: unknown) => {

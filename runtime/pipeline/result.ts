@@ -58,6 +58,10 @@ export interface Alert {
   score: number;
   threshold: number;
   model: { name: string; version: string; backend: string; provider: string };
-  /** Frame arrival until the alert was handed to the MQTT client, ms. */
+  /**
+   * Frame arrival until the alert was decided and written to the store, ms: the same figure in
+   * the live message and in one re-sent after an outage. The broker round trip (to PUBACK) is
+   * in the vigil_alert_latency_seconds histogram.
+   */
   latencyMs: number;
 }

@@ -48,6 +48,8 @@ export interface MqttPublisherOptions {
   version: string;
   /** Where unpublished alerts wait; replayed on every (re)connect and marked on PUBACK. */
   outbox?: AlertOutbox;
+  /** Told about every alert the broker acknowledged, live or replayed from the outbox. */
+  onDelivered?: (alert: Alert) => void;
   /** Extra fields for the retained "online" status (models, pipelines, ...). */
   status?: () => Record<string, unknown>;
   /** Environment for VIGIL_MQTT_PASSWORD; defaults to process.env. */
@@ -224,7 +226,7 @@ export class MqttPublisher {
         this.topics.alert(alert.kind),
         JSON.stringify(alert),
         { qos: 1, retain: false },
-        () => this.markPublished(alert.id),
+        () => this.markPublished(alert),
       );
     } finally {
       this.inFlight.delete(alert.id);
@@ -277,9 +279,17 @@ export class MqttPublisher {
     this.replaying = true;
     let sent = 0;
     try {
+      // Each alert is tried at most once per round: one acknowledged but not marked in the store
+      // (a full or read-only disk) would otherwise come back in every batch, and the loop would
+      // republish it as fast as the broker acknowledges.
+      const attempted = new Set<string>();
       while (this.connected()) {
-        const batch = outbox.unpublishedAlerts(this.replayBatch).filter((a) => !this.inFlight.has(a.id));
+        const batch = outbox
+          .unpublishedAlerts(this.replayBatch + attempted.size)
+          .filter((a) => !this.inFlight.has(a.id) && !attempted.has(a.id))
+          .slice(0, this.replayBatch);
         if (batch.length === 0) break;
+        for (const a of batch) attempted.add(a.id);
         const outcomes = await Promise.allSettled(batch.map((a) => this.publishAlert(a)));
         const acked = outcomes.filter((o) => o.status === 'fulfilled').length;
         sent += acked;
@@ -421,7 +431,13 @@ export class MqttPublisher {
     });
   }
 
-  private markPublished(alertId: string): void {
+  private markPublished(alert: Alert): void {
+    try {
+      this.opts.onDelivered?.(alert);
+    } catch (err) {
+      this.log.warn({ alertId: alert.id, err: errorMessage(err) }, 'onDelivered hook failed');
+    }
+    const alertId = alert.id;
     try {
       this.opts.outbox?.markAlertPublished(alertId, Date.now());
     } catch (err) {

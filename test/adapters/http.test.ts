@@ -159,6 +159,21 @@ describe('HttpCameraSource', () => {
     expect(rec.samples).toEqual([]);
   });
 
+  it('answers 400 to a request target that is not a URL, and keeps serving', async () => {
+    const { source, rec, url } = await startSource();
+    const sock = net.connect(source.port!, '127.0.0.1');
+    await new Promise((resolve) => sock.once('connect', resolve));
+    let answer = '';
+    sock.on('data', (d: Buffer) => (answer += d.toString()));
+    sock.write('POST http://[/frames HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n');
+    await rec.until(() => rec.rejections.length === 1, 'the malformed request refused');
+    expect(rec.rejections[0]).toMatchObject({ reason: 'bad_request' });
+    await sleep(50);
+    expect(answer).toMatch(/^HTTP\/1\.1 400/);
+    sock.destroy();
+    expect((await post(url, jpeg, { 'Content-Type': 'image/jpeg' })).status).toBe(202);
+  });
+
   it('serves the next good frame after each bad one', async () => {
     const { rec, url } = await startSource({ maxBodyBytes: 4096 });
     const bad: Array<[Uint8Array | string, string]> = [

@@ -341,9 +341,15 @@ describe('a model file that does not match its manifest', () => {
     await writeFile(cfg, configYaml({ dir, httpPort, camPort, brokerUrl: broker.url, pkg }));
     const daemon = await startDaemon(cfg, httpPort, { waitReady: false });
     try {
-      const ready = await fetch(`${daemon.url}/readyz`);
-      expect(ready.status).toBe(503);
-      const body = JSON.stringify(await ready.json());
+      // The ops server answers before the model and the sources are set up: wait until the
+      // sources are up, by which time the model has been tried.
+      const body = await waitFor('the daemon to finish starting', async () => {
+        const r = await fetch(`${daemon.url}/readyz`);
+        const text = await r.text();
+        expect(r.status).toBe(503);
+        const b = JSON.parse(text) as { sources?: Array<{ state: string }> };
+        return b.sources?.length === 2 && b.sources.every((s) => s.state === 'up') ? text : undefined;
+      });
       expect(body).toMatch(/VIGIL_ERR_MODEL_FILE_MISMATCH/);
       expect(body).toMatch(/model\.onnx/);
       const metrics = await (await fetch(`${daemon.url}/metrics`)).text();

@@ -173,3 +173,15 @@ describe('ONNX inference and the event loop', () => {
     expect(between).toBeGreaterThan(0);
   });
 });
+
+describe('a hung inference', () => {
+  it('fails the engine and terminates its worker, so that the daemon reloads it', async () => {
+    const engine = await loadEngine(TINY_SLOW, OPTIONS, silentLogger());
+    engines.push(engine);
+    // The slow model takes far longer than 1 ms per run: it stands in for a hung accelerator.
+    (engine as unknown as { worker: { runTimeoutMs: number } }).worker.runTimeoutMs = 1;
+    await expect(engine.run(image(0.5))).rejects.toThrow(/did not finish within 1 ms/);
+    expect(engine.failure?.code).toBe('VIGIL_ERR_INFERENCE');
+    await expect(engine.run(image(0.5))).rejects.toThrow(/must be reloaded/);
+  });
+});

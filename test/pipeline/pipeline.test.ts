@@ -69,6 +69,8 @@ function harness(options: { engine?: Engine | undefined; sinkFails?: boolean; bu
   };
   const publisher: AlertPublisher = {
     async publishAlert(a) {
+      // Store before publish: the alert must already be in the store when it is handed over.
+      expect(alerts.map((x) => x.id)).toContain(a.id);
       published.push(a);
       return { ackMs: 1 };
     },
@@ -90,6 +92,7 @@ function harness(options: { engine?: Engine | undefined; sinkFails?: boolean; bu
     sink,
     publisher,
     metrics,
+    inputError: (sample, reason) => metrics.inputErrors.inc({ source: sample.source, reason }),
     log: silentLogger(),
   });
   return { pipeline, results, alerts, published, metrics };
