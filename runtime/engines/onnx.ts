@@ -2,7 +2,7 @@ import type { Logger } from '../log.js';
 import type { ModelPackage } from '../model/package.js';
 import type { EngineOptions, OnnxEngineOptions } from './engine.js';
 import { WorkerEngine } from './worker-engine.js';
-import { InferenceWorker, checkModelIo, workerScriptUrl } from './worker-client.js';
+import { InferenceWorker, workerScriptUrl } from './worker-client.js';
 
 /**
  * Loads an ONNX model package into onnxruntime-node, inside a worker thread (see onnx-worker.ts
@@ -29,34 +29,19 @@ export async function createOnnxEngine(
     label,
     log,
   );
-  try {
-    if (ready.fallbacks.length > 0) {
-      const asked = options.onnx.executionProviders[0];
-      log.warn(
-        {
-          model: pkg.manifest.name,
-          requested: options.onnx.executionProviders,
-          provider: ready.provider,
-          fallbacks: ready.fallbacks,
-        },
-        `${label}: execution provider '${asked}' is not available (${ready.fallbacks
-          .map((f) => `${f.provider}: ${f.reason}`)
-          .join('; ')}); using '${ready.provider}' instead`,
-      );
-    }
-    checkModelIo(label, 'input', pkg.manifest.inputs, ready.inputs, true);
-    checkModelIo(label, 'output', pkg.manifest.outputs, ready.outputs, true);
-    const engine = new WorkerEngine(
-      pkg.manifest,
-      'onnxruntime-node',
-      ready.provider,
-      worker,
-      performance.now() - started,
+  if (ready.fallbacks.length > 0) {
+    const asked = options.onnx.executionProviders[0];
+    log.warn(
+      {
+        model: pkg.manifest.name,
+        requested: options.onnx.executionProviders,
+        provider: ready.provider,
+        fallbacks: ready.fallbacks,
+      },
+      `${label}: execution provider '${asked}' is not available (${ready.fallbacks
+        .map((f) => `${f.provider}: ${f.reason}`)
+        .join('; ')}); using '${ready.provider}' instead`,
     );
-    await engine.warmUp(options.warmupRuns);
-    return engine;
-  } catch (err) {
-    await worker.close();
-    throw err;
   }
+  return WorkerEngine.open(pkg, 'onnxruntime-node', worker, ready, label, started, options.warmupRuns);
 }

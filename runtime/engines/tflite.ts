@@ -5,7 +5,7 @@ import { VigilError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ModelPackage } from '../model/package.js';
 import type { EngineOptions, TfliteEngineOptions } from './engine.js';
-import { InferenceWorker, checkModelIo, workerScriptUrl } from './worker-client.js';
+import { InferenceWorker, workerScriptUrl } from './worker-client.js';
 import { WorkerEngine } from './worker-engine.js';
 
 /**
@@ -34,23 +34,8 @@ export async function createTfliteEngine(
     label,
     log,
   );
-  try {
-    for (const notice of ready.notices) log.warn({ model: pkg.manifest.name }, `${label}: ${notice}`);
-    checkModelIo(label, 'input', pkg.manifest.inputs, ready.inputs, true);
-    checkModelIo(label, 'output', pkg.manifest.outputs, ready.outputs, true);
-    const engine = new WorkerEngine(
-      pkg.manifest,
-      'tflite',
-      ready.provider,
-      worker,
-      performance.now() - started,
-    );
-    await engine.warmUp(options.warmupRuns);
-    return engine;
-  } catch (err) {
-    await worker.close();
-    throw err;
-  }
+  for (const notice of ready.notices) log.warn({ model: pkg.manifest.name }, `${label}: ${notice}`);
+  return WorkerEngine.open(pkg, 'tflite', worker, ready, label, started, options.warmupRuns);
 }
 
 /**

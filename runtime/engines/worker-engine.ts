@@ -2,7 +2,8 @@ import { VigilError } from '../errors.js';
 import type { Manifest } from '../model/manifest.js';
 import type { Engine, TensorMap } from './engine.js';
 import { formatShape, shapeSize } from './tensor.js';
-import type { InferenceWorker } from './worker-client.js';
+import type { ModelPackage } from '../model/package.js';
+import { checkModelIo, type InferenceWorker, type WorkerReady } from './worker-client.js';
 
 /** An Engine whose runtime lives in an inference worker; shared by the ONNX and TFLite engines. */
 export class WorkerEngine implements Engine {
@@ -17,6 +18,37 @@ export class WorkerEngine implements Engine {
     /** Milliseconds from starting the worker to the model being loaded and checked. */
     readonly loadMs: number,
   ) {}
+
+  /**
+   * The common tail of loading either engine: check the model's real tensors against vigil.json,
+   * wrap the worker, warm it up; on any failure the worker is closed before the error goes on.
+   */
+  static async open(
+    pkg: ModelPackage,
+    backend: WorkerEngine['backend'],
+    worker: InferenceWorker,
+    ready: WorkerReady,
+    label: string,
+    startedAt: number,
+    warmupRuns: number,
+  ): Promise<WorkerEngine> {
+    try {
+      checkModelIo(label, 'input', pkg.manifest.inputs, ready.inputs, true);
+      checkModelIo(label, 'output', pkg.manifest.outputs, ready.outputs, true);
+      const engine = new WorkerEngine(
+        pkg.manifest,
+        backend,
+        ready.provider,
+        worker,
+        performance.now() - startedAt,
+      );
+      await engine.warmUp(warmupRuns);
+      return engine;
+    } catch (err) {
+      await worker.close();
+      throw err;
+    }
+  }
 
   /** Set when the worker crashed or exited: the engine is dead and must be reloaded. */
   get failure(): VigilError | undefined {
