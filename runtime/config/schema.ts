@@ -121,6 +121,15 @@ export const PipelineConfig = z.strictObject({
     .positive()
     .default(100)
     .describe('Latency budget from frame arrival to alert published; frames that cannot make it are dropped'),
+  concurrency: z
+    .number()
+    .int()
+    .min(1)
+    .max(4)
+    .default(2)
+    .describe(
+      'Frames in progress at once: 2 decodes one frame while the model runs on another (the model runs one at a time); 1 processes strictly one by one',
+    ),
   threshold: z
     .number()
     .min(0)

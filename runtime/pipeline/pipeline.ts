@@ -79,7 +79,9 @@ const STAGES: Array<keyof StageTimings> = [
  */
 export class Pipeline {
   private readonly scheduler: FrameScheduler;
-  private busy = false;
+  /** Lanes processing frames right now (at most config.concurrency). */
+  private lanes = 0;
+  private engineTurn: Promise<void> = Promise.resolve();
   private stopped = false;
   private idleWaiters: Array<() => void> = [];
   private readonly inflightPublishes = new Set<Promise<void>>();
@@ -132,7 +134,7 @@ export class Pipeline {
     if (this.stopped) return;
     this.stats.seen++;
     this.scheduler.offer(sample);
-    if (!this.busy) void this.pump();
+    if (this.lanes < this.ctx.config.concurrency) void this.lane();
   }
 
   private drop(
@@ -148,8 +150,13 @@ export class Pipeline {
     );
   }
 
-  private async pump(): Promise<void> {
-    this.busy = true;
+  /**
+   * One lane takes frames from the scheduler until none is left. Up to `concurrency` lanes run
+   * at once, so that one frame can be decoded (libvips, on libuv's pool) while another is in
+   * the engine (its worker thread); the engine itself runs one inference at a time.
+   */
+  private async lane(): Promise<void> {
+    this.lanes++;
     try {
       for (;;) {
         const sample = this.scheduler.next(performance.now());
@@ -157,8 +164,21 @@ export class Pipeline {
         await this.process(sample);
       }
     } finally {
-      this.busy = false;
-      for (const w of this.idleWaiters.splice(0)) w();
+      this.lanes--;
+      if (this.lanes === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  /** Runs `fn` when the engine is free: inferences of one pipeline never overlap. */
+  private async withEngine<T>(fn: () => Promise<T>): Promise<T> {
+    const previous = this.engineTurn;
+    let release!: () => void;
+    this.engineTurn = new Promise<void>((r) => (release = r));
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
     }
   }
 
@@ -192,7 +212,13 @@ export class Pipeline {
       stages.preprocess = now - t;
       t = now;
       try {
-        outputs = await engine.run({ [input.name]: { dtype: 'float32', shape: input.shape, data } });
+        outputs = await this.withEngine(() => {
+          // Waiting for the other frame's inference counts as queueing, not as inference.
+          const turn = performance.now();
+          stages.queue += turn - t;
+          t = turn;
+          return engine.run({ [input.name]: { dtype: 'float32', shape: input.shape, data } });
+        });
       } catch (err) {
         throw err instanceof VigilError
           ? err
@@ -374,7 +400,7 @@ export class Pipeline {
 
   /** Resolves once nothing is pending or processing and every started publish has settled. */
   async idle(): Promise<void> {
-    if (this.busy) await new Promise<void>((r) => this.idleWaiters.push(r));
+    if (this.lanes > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
     await Promise.allSettled([...this.inflightPublishes]);
   }
 

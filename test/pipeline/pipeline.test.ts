@@ -39,6 +39,10 @@ const manifest = {
   files: {},
 } satisfies Manifest;
 
+/** Most inferences seen running at the same time, across every stand-in engine. */
+let maxConcurrentRuns = 0;
+let runningNow = 0;
+
 /** Says 'crack' for bright frames and 'ok' for dark ones, from the mean input value. */
 function brightnessEngine(fail = false): Engine {
   return {
@@ -46,6 +50,10 @@ function brightnessEngine(fail = false): Engine {
     backend: 'onnxruntime-node',
     provider: 'cpu',
     async run(inputs: TensorMap): Promise<TensorMap> {
+      runningNow++;
+      maxConcurrentRuns = Math.max(maxConcurrentRuns, runningNow);
+      await new Promise((r) => setTimeout(r, 2));
+      runningNow--;
       if (fail) throw new Error('worker died');
       const d = inputs.in!.data;
       const mean = Array.from(d).reduce((a, b) => a + b, 0) / d.length;
@@ -84,6 +92,7 @@ function harness(options: { engine?: Engine | undefined; sinkFails?: boolean; bu
       sources: ['cam'],
       model: 'm',
       budgetMs: options.budgetMs ?? 1000,
+      concurrency: 2,
       severity: { crack: 'critical' },
       publishResults: false,
     },
@@ -150,6 +159,19 @@ describe('Pipeline', () => {
     expect(s).toMatchObject({ seen: 2, processed: 2, alerts: { defect: 1 }, dropped: {} });
     for (const stage of ['decode', 'preprocess', 'inference', 'postprocess', 'store', 'publish'])
       expect(s.stagesMs[stage]?.count).toBeGreaterThan(0);
+  });
+
+  it('overlaps frames from several cameras but never runs two inferences at once', async () => {
+    const h = harness();
+    maxConcurrentRuns = 0;
+    const frames = await Promise.all(
+      ['a', 'b', 'c', 'd', 'e', 'f'].map((cam, i) => frame(i % 2 ? 240 : 20, cam)),
+    );
+    for (const f of frames) h.pipeline.offer(f);
+    await h.pipeline.idle();
+    expect(h.pipeline.snapshot()).toMatchObject({ seen: 6, processed: 6, dropped: {} });
+    expect(new Set(h.results.map((r) => r.source))).toEqual(new Set(['a', 'b', 'c', 'd', 'e', 'f']));
+    expect(maxConcurrentRuns).toBe(1);
   });
 
   it('drops a frame that does not decode, counts it as an input error, and goes on', async () => {
