@@ -24,6 +24,10 @@ export interface BenchOptions {
   duration: number;
   out?: string;
   python?: string;
+  /** Only these packages (names under models/defect/packages); default all three. */
+  packages?: string[];
+  /** Pipeline concurrency for the end-to-end runs (default: the config default). */
+  concurrency?: number;
 }
 
 const PACKAGES = ['defect-int8-onnx', 'defect-int8-tflite', 'defect-fp32-onnx'];
@@ -73,7 +77,8 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
     { vigil: LatencySummary; python?: LatencySummary; pythonVersion?: string }
   > = {};
   const python = opts.python ?? pickPython();
-  for (const name of PACKAGES) {
+  const packages = opts.packages ?? PACKAGES;
+  for (const name of packages) {
     const dir = path.join(root, 'models/defect/packages', name);
     if (!existsSync(dir)) {
       say(`  ${name}: not found, skipped`);
@@ -134,15 +139,23 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
 
   const e2e: E2ERun[] = [];
   const maxRate: Record<string, number> = {};
-  for (const name of PACKAGES) {
+  for (const name of packages) {
     const dir = path.join(root, 'models/defect/packages', name);
     if (!existsSync(dir)) continue;
-    const at10 = await runEndToEnd(dir, name, 10, opts.duration, bank, tmp);
+    const at10 = await runEndToEnd(dir, name, 10, opts.duration, bank, tmp, opts.concurrency);
     e2e.push(at10);
     say(`  e2e ${name} @10 fps: ${describe(at10)}`);
     let best = at10.sustained ? 10 : 0;
     for (const fps of [20, 30, 45, 60, 80, 100, 130, 160]) {
-      const run = await runEndToEnd(dir, name, fps, Math.max(5, opts.duration / 2), bank, tmp);
+      const run = await runEndToEnd(
+        dir,
+        name,
+        fps,
+        Math.max(5, opts.duration / 2),
+        bank,
+        tmp,
+        opts.concurrency,
+      );
       e2e.push(run);
       say(`  e2e ${name} @${fps} fps: ${describe(run)}`);
       if (!run.sustained) break;
@@ -202,6 +215,7 @@ async function runEndToEnd(
   seconds: number,
   bank: Buffer[],
   tmp: string,
+  concurrency?: number,
 ): Promise<E2ERun> {
   const broker = await startEmbeddedBroker({ host: '127.0.0.1', port: 0, log: silentLogger() });
   const loaded = parseConfig(
@@ -212,7 +226,9 @@ async function runEndToEnd(
       store: { path: path.join(tmp, `${name}-${fps}.db`) },
       models: { m: { package: pkg, warmupRuns: 10 } },
       sources: { cam: { type: 'camera-http', listen: { host: '127.0.0.1', port: 0 } } },
-      pipelines: { p: { sources: ['cam'], model: 'm', budgetMs: 100 } },
+      pipelines: {
+        p: { sources: ['cam'], model: 'm', budgetMs: 100, ...(concurrency ? { concurrency } : {}) },
+      },
     },
     '(bench)',
     tmp,
@@ -265,7 +281,7 @@ function describe(r: E2ERun): string {
   const l = r.stats.latencyMs;
   const a = r.stats.alertLatencyMs;
   const dropped = Object.values(r.stats.dropped).reduce((x, y) => x + y, 0);
-  return `${r.stats.processed}/${r.stats.seen} processed, ${dropped} dropped, stored p50 ${l?.p50} p95 ${l?.p95} p99 ${l?.p99} ms, alert ack p99 ${a?.p99 ?? '-'} ms${r.sustained ? '' : ' (not sustained)'}`;
+  return `${r.stats.processed}/${r.stats.seen} processed, ${dropped} dropped${dropped ? ` ${JSON.stringify(r.stats.dropped)}` : ''}, stored p50 ${l?.p50} p95 ${l?.p95} p99 ${l?.p99} ms, alert ack p99 ${a?.p99 ?? '-'} ms${r.sustained ? '' : ' (not sustained)'}`;
 }
 
 function markdown(r: {

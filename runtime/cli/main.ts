@@ -108,8 +108,10 @@ program
   .option('--out <file>', 'write the JSON results here')
   .option(
     '--python <path>',
-    'Python with onnxruntime for the baseline (default: the models venv, else python3)',
+    'Python with onnxruntime for the baseline (default: the bench venv, else python3)',
   )
+  .option('--packages <names...>', 'only these packages of models/defect/packages')
+  .option('--concurrency <n>', 'pipeline concurrency in the end-to-end runs', int('--concurrency', 1))
   .action(async (opts) => benchCommand(opts));
 
 program.parseAsync(process.argv).catch((err: unknown) => {
