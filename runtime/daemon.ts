@@ -1,9 +1,8 @@
 import { createSource } from '../adapters/index.js';
 import { resolvePath, type LoadedConfig } from './config/load.js';
 import type { EngineOptions } from './engines/engine.js';
-import type { WorkerEngine } from './engines/worker-engine.js';
-import { loadEngine } from './engines/load.js';
-import { VigilError, errorMessage } from './errors.js';
+import { errorMessage } from './errors.js';
+import { ModelHost } from './model/host.js';
 import type { Logger } from './log.js';
 import { startOpsServer, type HealthReport } from './ops/http.js';
 import { Metrics } from './ops/metrics.js';
@@ -20,18 +19,6 @@ export interface DaemonHooks {
   onAlertPublished?: PipelineContext['onAlertPublished'];
 }
 
-interface LoadedModel {
-  name: string;
-  package: string;
-  options: EngineOptions;
-  engine?: WorkerEngine;
-  /** A reload after an engine failure, while under way; stop waits for it. */
-  reloading?: Promise<void> | undefined;
-  restarts: number;
-  /** Why the model is not serving, when it is not. */
-  error?: { code: string; message: string };
-}
-
 /**
  * The composition root: builds every component from the validated config, starts them in
  * order (ops HTTP, store, models, MQTT, pipelines, sources) and stops them in reverse, each step
@@ -41,7 +28,7 @@ export class Daemon {
   readonly metrics = new Metrics();
   readonly pipelines = new Map<string, Pipeline>();
   readonly sources = new Map<string, Source>();
-  private readonly models = new Map<string, LoadedModel>();
+  private readonly models = new Map<string, ModelHost>();
   private store: Store | undefined;
   private publisher: MqttPublisher | undefined;
   private ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
@@ -95,14 +82,16 @@ export class Daemon {
     this.store = Store.open(storePath, config.store, log.child({ component: 'store' }));
 
     for (const [name, mc] of Object.entries(config.models)) {
-      const options: EngineOptions = {
-        onnx: mc.onnx,
-        tflite: { ...mc.tflite, delegate: mc.tflite.delegate },
-        warmupRuns: mc.warmupRuns,
-      };
-      const slot: LoadedModel = { name, package: resolvePath(this.loaded, mc.package), options, restarts: 0 };
-      this.models.set(name, slot);
-      await this.loadModel(slot);
+      const options: EngineOptions = { onnx: mc.onnx, tflite: mc.tflite, warmupRuns: mc.warmupRuns };
+      const host = new ModelHost(
+        name,
+        resolvePath(this.loaded, mc.package),
+        options,
+        this.metrics,
+        log.child({ model: name }),
+      );
+      this.models.set(name, host);
+      await host.load();
     }
 
     this.publisher = new MqttPublisher({
@@ -124,8 +113,7 @@ export class Daemon {
           name,
           config: pc,
           deviceId: config.device.id,
-          // A failed engine is unavailable from the moment it fails, not from the next supervision tick.
-          engine: () => (model.engine?.failure ? undefined : model.engine),
+          engine: () => model.current(),
           sink: this.store,
           publisher: this.publisher,
           metrics: this.metrics,
@@ -188,7 +176,7 @@ export class Daemon {
     // know about metrics to report them.
     this.gaugeTimer = setInterval(() => {
       this.updateStateGauges();
-      this.superviseModels();
+      for (const m of this.models.values()) m.supervise();
     }, 1_000);
     this.gaugeTimer.unref();
     this.updateStateGauges();
@@ -200,70 +188,6 @@ export class Daemon {
       },
       'vigil ready',
     );
-  }
-
-  /**
-   * Loads (or reloads) one model. A model that fails to load or verify does not take the gateway
-   * down: its pipelines drop frames as model_unavailable, /readyz says why, and everything else
-   * keeps serving.
-   */
-  private async loadModel(slot: LoadedModel): Promise<boolean> {
-    const log = this.log.child({ model: slot.name });
-    try {
-      const engine = await loadEngine(slot.package, slot.options, log);
-      if (this.stopping) {
-        // Stop began while this (re)load was under way: nobody would close this engine later.
-        await engine.close().catch(() => undefined);
-        return false;
-      }
-      slot.engine = engine;
-      slot.error = undefined;
-      const m = engine.manifest;
-      this.metrics.modelInfo.set(
-        { model: m.name, version: m.version, backend: engine.backend, provider: engine.provider },
-        1,
-      );
-      this.metrics.modelReady.set({ model: slot.name }, 1);
-      return true;
-    } catch (err) {
-      const code = err instanceof VigilError ? err.code : 'VIGIL_ERR_MODEL_LOAD';
-      slot.engine = undefined;
-      slot.error = { code, message: errorMessage(err) };
-      this.metrics.modelReady.set({ model: slot.name }, 0);
-      this.metrics.modelLoadErrors.inc({ model: slot.name, code });
-      log.error({ package: slot.package, code }, `model ${slot.name} is not serving: ${errorMessage(err)}`);
-      return false;
-    }
-  }
-
-  /**
-   * An engine whose worker died (a native crash, out of memory) is replaced by a fresh one,
-   * with back-off between attempts, so that the gateway heals without an outside supervisor.
-   */
-  private superviseModels(): void {
-    for (const slot of this.models.values()) {
-      const failure = slot.engine?.failure;
-      if (!failure || slot.reloading || this.stopping) continue;
-      const dead = slot.engine!;
-      slot.engine = undefined;
-      slot.error = { code: failure.code, message: failure.message };
-      this.metrics.modelReady.set({ model: slot.name }, 0);
-      this.metrics.modelRestarts.inc({ model: slot.name });
-      this.log.error(
-        { model: slot.name, code: failure.code },
-        `model ${slot.name} engine failed (${failure.message}); reloading it`,
-      );
-      slot.reloading = (async () => {
-        await dead.close().catch(() => undefined);
-        let delay = 1_000;
-        while (!this.stopping && !(await this.loadModel(slot))) {
-          await new Promise((r) => setTimeout(r, delay).unref());
-          delay = Math.min(delay * 2, 60_000);
-        }
-        slot.restarts++;
-        slot.reloading = undefined;
-      })();
-    }
   }
 
   /** Samples already counted as bad input, so that one sample read by two pipelines counts once. */
@@ -286,17 +210,7 @@ export class Daemon {
   }
 
   health(): HealthReport {
-    const models = [...this.models.values()].map((m) => ({
-      name: m.name,
-      package: m.package,
-      model: m.engine?.manifest.name,
-      version: m.engine?.manifest.version,
-      backend: m.engine?.backend,
-      provider: m.engine?.provider,
-      ready: m.engine !== undefined,
-      error: m.error,
-      restarts: m.restarts,
-    }));
+    const models = [...this.models.values()].map((m) => m.health());
     const expected = Object.keys(this.loaded.config.models).length;
     const sources = [...this.sources.values()].map((s) => ({ name: s.name, type: s.type, state: s.state() }));
     return {
@@ -338,10 +252,7 @@ export class Daemon {
     for (const [name, s] of this.sources) await withDeadline(`source ${name}`, s.stop(), 5_000, log);
     for (const [name, p] of this.pipelines) await withDeadline(`pipeline ${name}`, p.stop(), 5_000, log);
     if (this.publisher) await withDeadline('mqtt publisher', this.publisher.stop(), 5_000, log);
-    for (const [name, m] of this.models) {
-      if (m.reloading) await withDeadline(`model ${name} reload`, m.reloading, 5_000, log);
-      if (m.engine) await withDeadline(`model ${name}`, m.engine.close(), 5_000, log);
-    }
+    for (const [name, m] of this.models) await withDeadline(`model ${name}`, m.close(), 10_000, log);
     try {
       this.store?.close();
     } catch (err) {
