@@ -238,6 +238,10 @@ describe('camera path end to end: simulator -> vigil run -> Mosquitto', () => {
       'bad-corrupt.jpg',
       Buffer.concat([good.subarray(0, 600), Buffer.alloc(4000, 0x5a), Buffer.from([0xff, 0xd9])]),
     );
+    const png = await sharp(good).png().toBuffer();
+    const corruptPng = Buffer.from(png);
+    for (let i = 2000; i < 6000; i++) corruptPng[i]! ^= 0x55; // damaged image data, IEND intact
+    await dropFile('bad-corrupt.png', corruptPng);
     await dropFile(
       'bad-tiny.png',
       await sharp({ create: { width: 4, height: 4, channels: 3, background: '#888' } })
@@ -285,7 +289,7 @@ describe('camera path end to end: simulator -> vigil run -> Mosquitto', () => {
           metricValue(m, 'vigil_input_errors_total', { source, reason });
         return v('cam1', 'empty') >= 1 &&
           v('cam1', 'incomplete') >= 1 &&
-          v('cam1', 'decode_error') >= 3 &&
+          v('cam1', 'decode_error') >= 4 &&
           v('cam2', 'not_an_image') >= 1 &&
           v('cam2', 'empty') >= 1 &&
           v('cam2', 'too_large') >= 1
@@ -304,11 +308,12 @@ describe('camera path end to end: simulator -> vigil run -> Mosquitto', () => {
     });
     expect(
       metricValue(metricsText, 'vigil_input_errors_total', { source: 'cam1', reason: 'decode_error' }),
-    ).toBe(3);
+    ).toBe(4);
     const logs = daemon.logs();
     expect(logs).toMatch(/bad-corrupt\.jpg.*corrupt jpeg|bad-corrupt\.jpg[^\n]*refused/i);
     expect(logs).toMatch(/bad-huge\.png[^\n]*5000x4000/);
     expect(logs).toMatch(/bad-tiny\.png[^\n]*too small/);
+    expect(logs).toMatch(/bad-corrupt\.png[^\n]*corrupt png/);
 
     // Still serving: the odd-size frame and a fresh good frame are processed.
     const r = await fetch(url, {
