@@ -18,36 +18,13 @@ async function makeCertificates(
   dir: string,
 ): Promise<{ ca: string; cert: string; key: string; otherCa: string }> {
   const f = (n: string) => path.join(dir, n);
-  await run('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=vigil-test-ca',
-    '-keyout',
-    f('ca.key'),
-    '-out',
-    f('ca.pem'),
-  ]);
-  await run('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=other-ca',
-    '-keyout',
-    f('other.key'),
-    '-out',
-    f('other.pem'),
-  ]);
+  const selfSignedCa = (cn: string, name: string) =>
+    run('openssl', [
+      ...['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', `/CN=${cn}`],
+      ...['-keyout', f(`${name}.key`), '-out', f(`${name}.pem`)],
+    ]);
+  await selfSignedCa('vigil-test-ca', 'ca');
+  await selfSignedCa('other-ca', 'other');
   await run('openssl', [
     'req',
     '-newkey',
