@@ -11,6 +11,9 @@ import type { FrameSample } from './pipeline/sample.js';
 import type { Source } from './pipeline/source.js';
 import { MqttPublisher } from './publish/mqtt-publisher.js';
 import { Store } from './store/store.js';
+import { ReadingGate, type TagLimitMap } from './telemetry/gate.js';
+import type { SourceConfig } from './config/schema.js';
+import { TelemetryIngest, type SourceTelemetryStats } from './telemetry/ingest.js';
 import { withDeadline } from './lifecycle.js';
 import { VERSION } from './version.js';
 
@@ -30,6 +33,7 @@ export class Daemon {
   readonly sources = new Map<string, Source>();
   private readonly models = new Map<string, ModelHost>();
   private store: Store | undefined;
+  private ingest: TelemetryIngest | undefined;
   private publisher: MqttPublisher | undefined;
   private ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
   private readonly startedAt = new Date();
@@ -80,6 +84,13 @@ export class Daemon {
 
     const storePath = resolvePath(this.loaded, config.store.path);
     this.store = Store.open(storePath, config.store, log.child({ component: 'store' }));
+    this.ingest = new TelemetryIngest({
+      sink: this.store,
+      metrics: this.metrics,
+      log: log.child({ component: 'telemetry' }),
+      batchSize: config.telemetry.batchSize,
+      flushIntervalMs: config.telemetry.flushIntervalMs,
+    });
 
     for (const [name, mc] of Object.entries(config.models)) {
       const options: EngineOptions = { onnx: mc.onnx, tflite: mc.tflite, warmupRuns: mc.warmupRuns };
@@ -136,23 +147,27 @@ export class Daemon {
       }
     }
 
+    const ingest = this.ingest;
     for (const [name, sc] of Object.entries(config.sources)) {
       const readers = [...this.pipelines.entries()].filter(([pn]) =>
         config.pipelines[pn]!.sources.includes(name),
       );
-      if (readers.length === 0)
+      const frames = sc.type.startsWith('camera-');
+      if (frames && readers.length === 0)
         log.warn({ source: name }, `source ${name} is not read by any pipeline; its frames are ignored`);
       const slog = log.child({ source: name });
+      // Telemetry limits are per source; the gate applies them and the clock checks.
+      const gate = new ReadingGate(limitsOf(sc), config.telemetry);
       const source = createSource(name, sc, {
         log: slog,
+        resolvePath: (p) => resolvePath(this.loaded, p),
         emit: (sample) => {
           this.metrics.framesIn.inc({ source: name });
           for (const [, p] of readers) p.offer(sample);
         },
-        reject: (reason, message, origin) => {
-          this.metrics.inputErrors.inc({ source: name, reason });
-          slog.warn({ reason, origin }, `input from ${origin} refused (${reason}): ${message}`);
-        },
+        reject: (reason, message, origin) => ingest.refuse(name, reason, message, origin, slog),
+        readings: (batch) => ingest.accept(name, batch, gate, slog),
+        reconnected: () => ingest.reconnected(name),
       });
       this.sources.set(name, source);
       await source.start(this.lifetime.signal);
@@ -228,12 +243,18 @@ export class Daemon {
   status(): Record<string, unknown> {
     const pipelines: Record<string, PipelineStats> = {};
     for (const [n, p] of this.pipelines) pipelines[n] = p.snapshot();
+    const telemetry: Record<string, SourceTelemetryStats & { state: string }> = {};
+    for (const [n, s] of this.sources) {
+      if (s.type.startsWith('camera-') || !this.ingest) continue;
+      telemetry[n] = { state: s.state(), ...this.ingest.statsFor(n) };
+    }
     return {
       device: this.loaded.config.device.id,
       version: VERSION,
       startedAt: this.startedAt.toISOString(),
       ...this.health(),
       pipelines,
+      telemetry,
     };
   }
 
@@ -251,6 +272,11 @@ export class Daemon {
     if (this.outboxTimer) clearInterval(this.outboxTimer);
     for (const [name, s] of this.sources) await withDeadline(`source ${name}`, s.stop(), 5_000, log);
     for (const [name, p] of this.pipelines) await withDeadline(`pipeline ${name}`, p.stop(), 5_000, log);
+    try {
+      this.ingest?.close();
+    } catch (err) {
+      log.warn({ err: errorMessage(err) }, 'final write of readings failed');
+    }
     if (this.publisher) await withDeadline('mqtt publisher', this.publisher.stop(), 5_000, log);
     for (const [name, m] of this.models) await withDeadline(`model ${name}`, m.close(), 10_000, log);
     try {
@@ -261,4 +287,9 @@ export class Daemon {
     if (this.ops) await withDeadline('ops HTTP', this.ops.close(), 3_000, log);
     log.info('vigil stopped');
   }
+}
+
+/** A telemetry source's plausible ranges per tag; frame sources have none. */
+function limitsOf(sc: SourceConfig): TagLimitMap {
+  return 'limits' in sc ? (sc as { limits: TagLimitMap }).limits : {};
 }

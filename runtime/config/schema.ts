@@ -1,4 +1,9 @@
 import { z } from 'zod';
+import { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
+import { TELEMETRY_DEFAULTS, TelemetryConfig } from './sources/telemetry.js';
+
+export { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
+export { TelemetryConfig } from './sources/telemetry.js';
 
 /**
  * The one schema of Vigil's YAML config: the single source of every setting's type, default and
@@ -15,56 +20,6 @@ const name = z
   );
 
 const port = z.number().int().min(0).max(65535);
-
-const Listen = z.strictObject({
-  host: z.string().default('127.0.0.1').describe('Address to listen on; 0.0.0.0 for every interface'),
-  port: port.describe('TCP port; 0 picks a free one'),
-});
-
-export const CameraFolderSource = z
-  .strictObject({
-    type: z.literal('camera-folder'),
-    path: z.string().min(1).describe('Folder the camera drops image files into (FTP/SMB target)'),
-    extensions: z
-      .array(z.string().regex(/^\.[a-z0-9]+$/, 'a lower-case extension with its dot, like .jpg'))
-      .default(['.jpg', '.jpeg', '.png'])
-      .describe('File extensions taken as frames; other files are ignored'),
-    stableMs: z
-      .number()
-      .int()
-      .min(0)
-      .default(150)
-      .describe('A file counts as complete once its size has not changed for this long'),
-    afterRead: z
-      .enum(['delete', 'keep'])
-      .default('delete')
-      .describe('What to do with a frame file once it has been read'),
-    maxFileBytes: z
-      .number()
-      .int()
-      .positive()
-      .default(32 * 1024 * 1024)
-      .describe('Larger files are refused'),
-  })
-  .describe('Frames dropped as files into a watched folder');
-
-export const CameraHttpSource = z
-  .strictObject({
-    type: z.literal('camera-http'),
-    listen: Listen.default({ host: '127.0.0.1', port: 8471 }).describe('Where the ingest endpoint listens'),
-    path: z
-      .string()
-      .regex(/^\/[A-Za-z0-9/_-]*$/)
-      .default('/frames')
-      .describe('POST JPEG or PNG bytes here (Content-Type image/jpeg or image/png)'),
-    maxBodyBytes: z
-      .number()
-      .int()
-      .positive()
-      .default(32 * 1024 * 1024)
-      .describe('Larger bodies get 413'),
-  })
-  .describe('Frames POSTed over HTTP');
 
 export const SourceConfig = z.discriminatedUnion('type', [CameraFolderSource, CameraHttpSource]);
 export type SourceConfig = z.infer<typeof SourceConfig>;
@@ -184,13 +139,19 @@ export const StoreConfig = z.strictObject({
     .number()
     .positive()
     .default(168)
-    .describe('Delivered results and alerts older than this are deleted'),
+    .describe('Delivered results and alerts, and readings, older than this are deleted'),
   maxRows: z
     .number()
     .int()
     .positive()
     .default(1_000_000)
     .describe('Cap on stored results; the oldest go first'),
+  maxReadings: z
+    .number()
+    .int()
+    .positive()
+    .default(10_000_000)
+    .describe('Cap on stored telemetry readings; the oldest go first'),
 });
 export type StoreConfig = z.infer<typeof StoreConfig>;
 
@@ -233,7 +194,11 @@ export const VigilConfig = z
       path: 'vigil-data/vigil.db',
       retentionHours: 168,
       maxRows: 1_000_000,
-    }).describe('SQLite store of results and alerts'),
+      maxReadings: 10_000_000,
+    }).describe('SQLite store of readings, results and alerts'),
+    telemetry: TelemetryConfig.default(TELEMETRY_DEFAULTS).describe(
+      'Checks and batching applied to the readings of every telemetry source',
+    ),
     models: z.record(name, ModelConfig).describe('Models by name'),
     sources: z.record(name, SourceConfig).describe('Sources by name'),
     pipelines: z.record(name, PipelineConfig).describe('Pipelines by name'),

@@ -108,6 +108,51 @@ export class Metrics {
     labelNames: ['source', 'type'] as const,
     registers: [this.registry],
   });
+  readonly sourceReconnects = new Counter({
+    name: 'vigil_source_reconnects_total',
+    help: 'Connections a source re-established after losing them (server restart, cable pull, broker outage)',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly readings = new Counter({
+    name: 'vigil_readings_total',
+    help: 'Telemetry readings accepted from a source, by quality (good, uncertain, bad)',
+    labelNames: ['source', 'quality'] as const,
+    registers: [this.registry],
+  });
+  readonly lastReading = new Gauge({
+    name: 'vigil_source_last_reading_timestamp_seconds',
+    help: 'When the source last delivered an accepted reading (Unix time); stale sources stand out',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly readingsStored = new Counter({
+    name: 'vigil_readings_stored_total',
+    help: 'Telemetry readings written to the store',
+    registers: [this.registry],
+  });
+  readonly readingsPending = new Gauge({
+    name: 'vigil_readings_pending',
+    help: 'Accepted readings not yet written to the store',
+    registers: [this.registry],
+  });
+  readonly readingsStoreErrors = new Counter({
+    name: 'vigil_readings_store_errors_total',
+    help: 'Batch writes of readings the store refused (the batch is kept and retried)',
+    registers: [this.registry],
+  });
+  readonly readingsDropped = new Counter({
+    name: 'vigil_readings_dropped_total',
+    help: 'Accepted readings dropped before they were stored, by reason (store_backlog)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly readingsWriteSeconds = new Histogram({
+    name: 'vigil_readings_write_seconds',
+    help: 'Time to write one batch of readings to the store',
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
   readonly mqttConnected = new Gauge({
     name: 'vigil_mqtt_connected',
     help: '1 while connected to the alert broker',

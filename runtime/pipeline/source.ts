@@ -1,4 +1,5 @@
 import type { Logger } from '../log.js';
+import type { Reading } from '../telemetry/reading.js';
 import type { Sample } from './sample.js';
 
 /**
@@ -23,12 +24,51 @@ export type SourceState = 'starting' | 'up' | 'down' | 'stopped';
 
 /** Why an input was refused before it became a sample; each is counted in metrics. */
 export type InputRejectReason =
-  'empty' | 'too_large' | 'not_an_image' | 'incomplete' | 'read_error' | 'bad_request';
+  // frames
+  | 'empty'
+  | 'too_large'
+  | 'not_an_image'
+  | 'incomplete'
+  | 'read_error'
+  | 'bad_request'
+  // telemetry: the payload or line could not be parsed at all (bad JSON, a garbage line,
+  // a protobuf that does not decode)
+  | 'malformed'
+  // a field that must be a number is a string, an object, a boolean where none is allowed
+  | 'not_a_number'
+  // NaN, Infinity or -Infinity
+  | 'not_finite'
+  // outside the configured plausible range of the tag (`limits`)
+  | 'out_of_range'
+  // a source timestamp too far in the future or the past (`telemetry.maxClockSkewSeconds`,
+  // `telemetry.maxAgeSeconds`)
+  | 'bad_timestamp'
+  // a payload field or node the mapping does not know, or a Sparkplug alias never born
+  | 'unknown_tag'
+  // a frame whose checksum does not match (Modbus RTU CRC)
+  | 'crc_error'
+  // a device that did not answer in time (Modbus poll)
+  | 'timeout'
+  // a Sparkplug message out of sequence (a gap triggers a rebirth request)
+  | 'sequence_gap'
+  // the device answered with a protocol exception (Modbus exception code, OPC-UA service fault)
+  | 'device_error';
 
 export interface SourceContext {
   log: Logger;
+  /** Resolves a file path from the source's config (certificates, PKI folders) against the config file's folder. */
+  resolvePath(p: string): string;
   /** Hand a sample to the pipelines that read this source. Never throws. */
   emit(sample: Sample): void;
   /** Count and log an input that never became a sample. Never throws. */
   reject(reason: InputRejectReason, message: string, origin: string): void;
+  /**
+   * Hand telemetry readings to the runtime. The runtime checks each (finite value, range
+   * limits, timestamps), counts and logs the ones it refuses, and stores the rest in batches.
+   * Sources pass readings of any quality: bad and uncertain ones are stored and counted too.
+   * Never throws. Frame sources never call it.
+   */
+  readings(batch: readonly Reading[]): void;
+  /** Count a re-established connection (after the first), for `vigil_source_reconnects_total`. */
+  reconnected(): void;
 }

@@ -55,6 +55,29 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX alerts_unpublished ON alerts (created_at) WHERE published_at IS NULL;
     `,
   },
+  {
+    version: 2,
+    description: 'telemetry readings',
+    sql: `
+      -- One row per reading from any telemetry source. The integer id is assigned by SQLite,
+      -- never reused (AUTOINCREMENT), and orders readings by arrival: a stable key for a receiver
+      -- to de-duplicate on. Strings stay plain columns rather than lookup tables: at 10k
+      -- readings/s the insert is still far from the bottleneck (docs/BENCHMARKS.md).
+      CREATE TABLE readings (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        source      TEXT NOT NULL,
+        asset       TEXT NOT NULL,
+        tag         TEXT NOT NULL,
+        value       REAL,            -- NULL when quality is bad
+        quality     TEXT NOT NULL,   -- good | uncertain | bad
+        status      TEXT,            -- the protocol's status name when not plainly good
+        source_time INTEGER,         -- ms since the epoch, as the device stamped it
+        server_time INTEGER,         -- ms since the epoch, as an intermediate server stamped it
+        received_at INTEGER NOT NULL -- ms since the epoch, when Vigil received it
+      );
+      CREATE INDEX readings_received_at ON readings (received_at);
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

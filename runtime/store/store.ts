@@ -5,6 +5,8 @@ import type { StoreConfig } from '../config/schema.js';
 import { VigilError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Alert, Result, StageTimings } from '../pipeline/result.js';
+import type { Reading } from '../telemetry/reading.js';
+import { ReadingTable, type ReadingFilter, type StoredReading } from './readings.js';
 import { MIGRATIONS, SCHEMA_VERSION } from './schema.js';
 
 /**
@@ -33,6 +35,7 @@ export interface AlertFilter {
 export interface RetentionOutcome {
   resultsDeleted: number;
   alertsDeleted: number;
+  readingsDeleted: number;
 }
 
 /** A stored alert with its delivery state, for the API and status page. */
@@ -84,6 +87,7 @@ export class Store {
   private readonly selectRecentAlerts: Database.Statement;
   private readonly selectBySampleId: Database.Statement;
   private readonly saveTx: (result: Result, alert: Alert | undefined) => void;
+  private readonly readings: ReadingTable;
   private closed = false;
 
   private constructor(
@@ -115,6 +119,7 @@ export class Store {
     this.selectBySampleId = db.prepare(
       'SELECT * FROM results WHERE sample_id = ? ORDER BY produced_at DESC, rowid DESC LIMIT 1',
     );
+    this.readings = new ReadingTable(db);
     this.saveTx = db.transaction((result: Result, alert: Alert | undefined) => {
       this.insertResult.run({
         id: result.id,
@@ -187,6 +192,25 @@ export class Store {
   /** Writes a result and, when it raised one, its alert, in one transaction. */
   saveResult(result: Result, alert?: Alert): void {
     this.guard('save a result', () => this.saveTx(result, alert));
+  }
+
+  /** Writes a batch of telemetry readings in one transaction (all or none). */
+  saveReadings(batch: readonly Reading[]): void {
+    this.guard('save readings', () => this.readings.insertBatch(batch));
+  }
+
+  countReadings(filter: ReadingFilter = {}): number {
+    return this.guard('count readings', () => this.readings.count(filter));
+  }
+
+  /** Readings matching the filter, oldest first. */
+  listReadings(filter: ReadingFilter = {}, limit = 1000): StoredReading[] {
+    return this.guard('read readings', () => this.readings.list(filter, limit));
+  }
+
+  /** The newest reading of every source, asset and tag. */
+  latestReadings(limit = 500): StoredReading[] {
+    return this.guard('read the latest readings', () => this.readings.latest(limit));
   }
 
   /** Marks an alert as acknowledged by the broker (time in ms since the epoch). */
@@ -264,8 +288,9 @@ export class Store {
   }
 
   /**
-   * Deletes results older than retentionHours, delivered alerts older than that (undelivered
-   * ones stay in the outbox whatever their age), then the oldest results beyond maxRows.
+   * Deletes results and readings older than retentionHours, delivered alerts older than that
+   * (undelivered ones stay in the outbox whatever their age), then the oldest results beyond
+   * maxRows and the oldest readings beyond maxReadings.
    */
   applyRetention(now: number = Date.now()): RetentionOutcome {
     return this.guard('apply retention', () =>
@@ -284,10 +309,14 @@ export class Store {
             )
             .run(excess).changes;
         }
-        if (resultsDeleted > 0 || alertsDeleted > 0) {
-          this.log.info({ resultsDeleted, alertsDeleted, cutoff }, 'store retention applied');
+        const readingsDeleted = this.readings.applyRetention(cutoff, this.cfg.maxReadings);
+        if (resultsDeleted > 0 || alertsDeleted > 0 || readingsDeleted > 0) {
+          this.log.info(
+            { resultsDeleted, alertsDeleted, readingsDeleted, cutoff },
+            'store retention applied',
+          );
         }
-        return { resultsDeleted, alertsDeleted };
+        return { resultsDeleted, alertsDeleted, readingsDeleted };
       })(),
     );
   }

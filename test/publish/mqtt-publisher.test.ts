@@ -23,7 +23,7 @@ describe('MqttPublisher against Mosquitto', () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'vigil-publish-'));
     store = Store.open(
       path.join(dir, 'vigil.db'),
-      { path: 'x', retentionHours: 1, maxRows: 1000 },
+      { path: 'x', retentionHours: 1, maxRows: 1000, maxReadings: 1000 },
       silentLogger(),
     );
   });

@@ -1,3 +1,4 @@
+import { mkdtempSync, rmSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,7 +10,7 @@ import { Store } from '../../runtime/store/store.js';
 import { SCHEMA_VERSION } from '../../runtime/store/schema.js';
 import { makeResult } from './fixtures.js';
 
-const cfg = { path: 'unused', retentionHours: 1, maxRows: 1_000 };
+const cfg = { path: 'unused', retentionHours: 1, maxRows: 1_000, maxReadings: 1_000 };
 const HOUR = 3_600_000;
 
 describe('Store', () => {
@@ -108,11 +109,11 @@ describe('Store', () => {
     store.saveResult(fresh.result);
     store.markAlertPublished('alert-1', now - HOUR);
 
-    expect(store.applyRetention(now)).toEqual({ resultsDeleted: 2, alertsDeleted: 1 });
+    expect(store.applyRetention(now)).toEqual({ resultsDeleted: 2, alertsDeleted: 1, readingsDeleted: 0 });
     expect(store.countResults()).toBe(1);
     expect(store.unpublishedAlerts(10).map((a) => a.id)).toEqual(['alert-2']);
     expect(store.countAlerts()).toBe(1);
-    expect(store.applyRetention(now)).toEqual({ resultsDeleted: 0, alertsDeleted: 0 });
+    expect(store.applyRetention(now)).toEqual({ resultsDeleted: 0, alertsDeleted: 0, readingsDeleted: 0 });
   });
 
   it('caps results at maxRows, oldest first', () => {
@@ -120,7 +121,7 @@ describe('Store', () => {
     store = Store.open(dbFile, { ...cfg, maxRows: 3, retentionHours: 10_000 }, silentLogger());
     const now = 1_700_000_010_000;
     for (let n = 0; n < 5; n++) store.saveResult(makeResult(n, { producedAt: now - 5_000 + n }).result);
-    expect(store.applyRetention(now)).toEqual({ resultsDeleted: 2, alertsDeleted: 0 });
+    expect(store.applyRetention(now)).toEqual({ resultsDeleted: 2, alertsDeleted: 0, readingsDeleted: 0 });
     expect(store.getResultBySampleId('sample-0')).toBeUndefined();
     expect(store.getResultBySampleId('sample-1')).toBeUndefined();
     expect(store.getResultBySampleId('sample-2')).toBeDefined();
@@ -149,5 +150,59 @@ describe('Store', () => {
     store.close();
     expect(() => store.countResults()).toThrowError(/the store is closed/);
     store = Store.open(dbFile, cfg, silentLogger());
+  });
+});
+
+describe('Store readings', () => {
+  it('stores readings with their qualities, timestamps and increasing ids, and applies retention', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'vigil-readings-'));
+    const s = Store.open(
+      path.join(dir, 'r.db'),
+      { ...cfg, retentionHours: 1, maxReadings: 3 },
+      silentLogger(),
+    );
+    try {
+      const now = Date.now();
+      const base = {
+        source: 'opc',
+        asset: 'pump-1',
+        sourceTime: now - 5,
+        serverTime: now - 4,
+        receivedAt: now,
+      };
+      s.saveReadings([
+        { ...base, tag: 'temperature', value: 21.5, quality: 'good' },
+        {
+          ...base,
+          tag: 'pressure',
+          value: null,
+          quality: 'bad',
+          status: 'BadSensorFailure',
+          serverTime: null,
+        },
+        { ...base, tag: 'speed', value: 1450, quality: 'uncertain', status: 'UncertainLastUsableValue' },
+      ]);
+      const all = s.listReadings();
+      expect(all.map((x) => [x.tag, x.value, x.quality, x.status])).toEqual([
+        ['temperature', 21.5, 'good', undefined],
+        ['pressure', null, 'bad', 'BadSensorFailure'],
+        ['speed', 1450, 'uncertain', 'UncertainLastUsableValue'],
+      ]);
+      expect(all[0]!.id).toBeLessThan(all[1]!.id);
+      expect(all[0]!.sourceTime).toBe(now - 5);
+      expect(all[1]!.serverTime).toBeNull();
+      expect(s.countReadings({ quality: 'bad' })).toBe(1);
+      expect(s.latestReadings().length).toBe(3);
+
+      s.saveReadings([{ ...base, tag: 'temperature', value: 22, quality: 'good' }]);
+      s.saveReadings([{ ...base, tag: 'old', value: 1, quality: 'good', receivedAt: now - 2 * 3600_000 }]);
+      const outcome = s.applyRetention(now);
+      // One too old, then one more beyond maxReadings (3), oldest first.
+      expect(outcome.readingsDeleted).toBe(2);
+      expect(s.listReadings().map((x) => x.tag)).toEqual(['pressure', 'speed', 'temperature']);
+    } finally {
+      s.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
