@@ -3,6 +3,8 @@ import type { SourceConfig } from '../runtime/config/schema.js';
 import type { Source, SourceContext } from '../runtime/pipeline/source.js';
 import { FolderCameraSource } from './camera/folder.js';
 import { HttpCameraSource } from './camera/http.js';
+import { MqttJsonSource } from './mqtt/json-source.js';
+import { SparkplugSource } from './mqtt/sparkplug-source.js';
 
 export { FolderCameraSource, type CameraFolderConfig, type FolderCameraOptions } from './camera/folder.js';
 export { HttpCameraSource, type CameraHttpConfig } from './camera/http.js';
@@ -17,6 +19,10 @@ export function createSource(name: string, cfg: SourceConfig, ctx: SourceContext
       return new FolderCameraSource(name, cfg, ctx);
     case 'camera-http':
       return new HttpCameraSource(name, cfg, ctx);
+    case 'mqtt-json':
+      return new MqttJsonSource(name, cfg, ctx);
+    case 'sparkplug-b':
+      return new SparkplugSource(name, cfg, ctx);
     default: {
       // A new type in the schema must get an adapter here; the compiler says so.
       const unknown: never = cfg;

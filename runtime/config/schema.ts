@@ -1,9 +1,11 @@
 import { z } from 'zod';
 import { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
+import { MqttJsonSource, SparkplugSource } from './sources/mqtt.js';
 import { TELEMETRY_DEFAULTS, TelemetryConfig } from './sources/telemetry.js';
 
 export { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
 export { TelemetryConfig } from './sources/telemetry.js';
+export { MqttJsonSource, SparkplugSource } from './sources/mqtt.js';
 
 /**
  * The one schema of Vigil's YAML config: the single source of every setting's type, default and
@@ -21,7 +23,12 @@ const name = z
 
 const port = z.number().int().min(0).max(65535);
 
-export const SourceConfig = z.discriminatedUnion('type', [CameraFolderSource, CameraHttpSource]);
+export const SourceConfig = z.discriminatedUnion('type', [
+  CameraFolderSource,
+  CameraHttpSource,
+  MqttJsonSource,
+  SparkplugSource,
+]);
 export type SourceConfig = z.infer<typeof SourceConfig>;
 
 export const ModelConfig = z.strictObject({

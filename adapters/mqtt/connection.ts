@@ -1,0 +1,339 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { connect, type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
+import { Backoff } from '../../runtime/backoff.js';
+import type { MqttConnection } from '../../runtime/config/sources/mqtt.js';
+import { VigilError, errorMessage } from '../../runtime/errors.js';
+import type { Logger } from '../../runtime/log.js';
+import type { SourceContext, SourceState } from '../../runtime/pipeline/source.js';
+
+/**
+ * One subscribing MQTT client for a telemetry source: connects from the source's config, keeps
+ * retrying with the source's back-off (a gateway must start while the plant broker is down),
+ * subscribes again on every connect, and counts re-established connections.
+ */
+
+export interface TopicSubscription {
+  topic: string;
+  qos: 0 | 1;
+}
+
+export interface SourceMqttOptions {
+  /** The source's name, for the default client id and log lines. */
+  sourceName: string;
+  config: MqttConnection;
+  ctx: SourceContext;
+  log: Logger;
+  subscriptions: readonly TopicSubscription[];
+  /** Every message received; must not throw (errors are logged and the message dropped). */
+  onMessage(topic: string, payload: Buffer, receivedAt: number): void;
+  /** After the subscriptions were granted on each connect (Sparkplug's STATE birth goes here). */
+  onConnected?(client: MqttClient): void;
+  /** The last will for the next connection attempt. */
+  will?: () => NonNullable<IClientOptions['will']>;
+  /** Environment for passwordEnv; defaults to process.env. */
+  env?: Record<string, string | undefined>;
+}
+
+/** CONNACK codes that mean "your credentials or identity are not accepted" (v3.1.1 and v5). */
+const REFUSAL_CODES = new Set([2, 4, 5, 133, 134, 135, 138]);
+
+function refusalCode(err: Error): number | undefined {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'number' && REFUSAL_CODES.has(code) ? code : undefined;
+}
+
+/** The broker URL without any password, for logs and messages. */
+export function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
+
+/** Whether a topic matches an MQTT filter (`+` one level, `#` the rest, incl. the parent). */
+export function topicMatches(filter: string, topic: string): boolean {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return i > 0 || !topic.startsWith('$');
+    if (i >= t.length) return false;
+    if (f[i] === '+') {
+      if (i === 0 && t[0]!.startsWith('$')) return false;
+      continue;
+    }
+    if (f[i] !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
+
+export class SourceMqttClient {
+  readonly clientId: string;
+  private readonly log: Logger;
+  private readonly url: string;
+  private readonly backoff: Backoff;
+  private readonly tls: { ca?: Buffer; cert?: Buffer; key?: Buffer; rejectUnauthorized: boolean } | undefined;
+  private readonly password: string | undefined;
+  private client: MqttClient | undefined;
+  private current: SourceState = 'stopped';
+  private everUp = false;
+  private stopped = false;
+  private lastError: string | undefined;
+  /** Ends start(): called once subscribed (so nothing published right after start is missed), or on failure. */
+  private firstAttemptDone: (() => void) | undefined;
+
+  constructor(private readonly opts: SourceMqttOptions) {
+    const { config, sourceName } = opts;
+    this.log = opts.log;
+    this.url = config.url;
+    try {
+      new URL(config.url);
+    } catch {
+      throw new VigilError(
+        'VIGIL_ERR_CONFIG_INVALID',
+        `sources.${sourceName}.url: '${redactUrl(config.url)}' is not a valid MQTT URL; write it like mqtt://broker:1883`,
+      );
+    }
+    this.clientId = config.clientId ?? `vigil-${sourceName}-${randomBytes(4).toString('hex')}`;
+    this.backoff = new Backoff({
+      initialMs: config.reconnect.initialDelayMs,
+      maxMs: Math.max(config.reconnect.initialDelayMs, config.reconnect.maxDelayMs),
+    });
+    const env = opts.env ?? process.env;
+    this.password = config.password ?? (config.passwordEnv ? env[config.passwordEnv] : undefined);
+    if (config.password === undefined && config.passwordEnv && this.password === undefined) {
+      this.log.warn(
+        { passwordEnv: config.passwordEnv },
+        `environment variable ${config.passwordEnv} (passwordEnv) is not set; connecting without a password`,
+      );
+    }
+    // Read once, here, so that a wrong path fails at startup rather than at the first reconnect.
+    const pem = (file: string | undefined, key: string) => {
+      if (file === undefined) return {};
+      const resolved = opts.ctx.resolvePath(file);
+      try {
+        return { [key]: readFileSync(resolved) };
+      } catch (err) {
+        throw new VigilError(
+          'VIGIL_ERR_CONFIG_READ',
+          `sources.${sourceName}.tls.${key}: cannot read ${resolved}: ${errorMessage(err)}. Check the path and the file's permissions.`,
+          { cause: err },
+        );
+      }
+    };
+    this.tls = config.tls && {
+      ...pem(config.tls.ca, 'ca'),
+      ...pem(config.tls.cert, 'cert'),
+      ...pem(config.tls.key, 'key'),
+      rejectUnauthorized: config.tls.rejectUnauthorized,
+    };
+  }
+
+  state(): SourceState {
+    return this.current;
+  }
+
+  connected(): boolean {
+    return this.client?.connected === true && !this.stopped;
+  }
+
+  /**
+   * Connects and resolves after the first attempt, whatever its outcome: connected, or not (the
+   * client then keeps retrying with back-off in the background). Never rejects for a network
+   * reason.
+   */
+  async start(signal: AbortSignal): Promise<void> {
+    if (this.client || signal.aborted) return;
+    this.stopped = false;
+    this.current = 'starting';
+    const client = connect(this.url, this.clientOptions());
+    this.client = client;
+    client.on('connect', () => this.onConnect(client));
+    client.on('close', () => this.onClose());
+    client.on('reconnect', () => this.onReconnectAttempt(client));
+    client.on('error', (err) => this.onError(client, err));
+    client.on('message', (topic, payload) => {
+      const receivedAt = Date.now();
+      try {
+        this.opts.onMessage(topic, payload, receivedAt);
+      } catch (err) {
+        // Defensive: the handlers count their own refusals; one message must never stop the source.
+        this.log.error({ topic, err: errorMessage(err) }, 'unexpected error while handling an MQTT message');
+      }
+    });
+    signal.addEventListener('abort', () => void this.stop(), { once: true });
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        this.firstAttemptDone = undefined;
+        client.off('close', done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.firstAttemptDone = done;
+      client.on('close', done);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /** Publishes if connected; resolves false when not connected or the send failed. */
+  publish(topic: string, payload: Buffer | string, options: IClientPublishOptions): Promise<boolean> {
+    const client = this.client;
+    if (!client?.connected || this.stopped) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      client.publish(topic, payload, options, (err) => {
+        if (err) this.log.warn({ topic, err: err.message }, 'MQTT publish failed');
+        resolve(!err);
+      });
+    });
+  }
+
+  /** Runs `beforeEnd` while still connected (e.g. an offline STATE), then disconnects; idempotent. */
+  async stop(beforeEnd?: (client: MqttClient) => Promise<void>, timeoutMs = 3000): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    const wasStarted = this.current !== 'stopped';
+    this.current = 'stopped';
+    const client = this.client;
+    this.client = undefined;
+    this.firstAttemptDone?.(); // a start() still waiting for its first attempt returns now
+    if (!client) return;
+    const deadline = Date.now() + timeoutMs;
+    if (client.connected && beforeEnd) {
+      await withTimeout(beforeEnd(client), timeoutMs / 2).catch((err: unknown) =>
+        this.log.warn({ err: errorMessage(err) }, 'could not finish before disconnecting'),
+      );
+    }
+    try {
+      await withTimeout(client.endAsync(!client.connected), Math.max(1, deadline - Date.now()));
+    } catch {
+      // end() is a no-op once a graceful end is under way; the socket itself can still be dropped.
+      client.stream?.destroy();
+    }
+    client.removeAllListeners();
+    // mqtt.js may still emit an 'error' from a half-open socket; never let that crash the daemon.
+    client.on('error', () => undefined);
+    if (wasStarted) this.log.info('MQTT source disconnected');
+  }
+
+  private clientOptions(): IClientOptions {
+    const { config } = this.opts;
+    const will = this.opts.will?.();
+    return {
+      clientId: this.clientId,
+      username: config.username,
+      password: this.password,
+      keepalive: config.keepaliveSeconds,
+      clean: true,
+      connectTimeout: config.connectTimeoutMs,
+      reconnectPeriod: this.backoff.next(),
+      // A refused login (credentials fixed later on the broker) is retried too, at the longest delay.
+      reconnectOnConnackError: true,
+      // Subscriptions are renewed in onConnect, after each CONNACK, so that a refusal is logged.
+      resubscribe: false,
+      queueQoSZero: false,
+      ...(will ? { will } : {}),
+      ...(this.tls ?? {}),
+    };
+  }
+
+  private onConnect(client: MqttClient): void {
+    if (this.stopped) return;
+    this.backoff.reset();
+    client.options.reconnectPeriod = this.backoff.next();
+    this.lastError = undefined;
+    const subs = this.opts.subscriptions;
+    client.subscribe(Object.fromEntries(subs.map((s) => [s.topic, { qos: s.qos }])), (err, granted) => {
+      if (this.stopped) return;
+      if (err) {
+        // The connection went away before the SUBACK; the next connect subscribes again.
+        this.log.warn({ err: err.message }, 'MQTT subscribe did not complete; retrying on the next connect');
+        return;
+      }
+      for (const g of granted ?? []) {
+        if (g.qos === 128) {
+          this.log.error(
+            { topic: g.topic },
+            `the broker refused the subscription to ${g.topic}; check the broker ACL for client ${this.clientId}`,
+          );
+        }
+      }
+      const again = this.everUp;
+      this.everUp = true;
+      this.current = 'up';
+      this.log.info(
+        { url: redactUrl(this.url), clientId: this.clientId, topics: subs.map((s) => s.topic) },
+        again ? 'MQTT source reconnected' : 'MQTT source connected',
+      );
+      if (again) this.opts.ctx.reconnected();
+      try {
+        this.opts.onConnected?.(client);
+      } catch (e) {
+        this.log.warn({ err: errorMessage(e) }, 'post-connect step failed');
+      }
+      this.firstAttemptDone?.();
+    });
+  }
+
+  private onClose(): void {
+    if (this.stopped) return;
+    const before = this.current;
+    this.current = 'down';
+    if (before === 'up') {
+      this.log.warn(
+        { url: redactUrl(this.url), err: this.lastError },
+        'MQTT source disconnected; reconnecting with back-off',
+      );
+    } else if (before === 'starting') {
+      this.log.warn(
+        { url: redactUrl(this.url), err: this.lastError },
+        'MQTT broker not reachable yet; retrying with back-off',
+      );
+    }
+  }
+
+  private onReconnectAttempt(client: MqttClient): void {
+    if (this.stopped) return;
+    // The period set now is the wait after this attempt, should it fail.
+    client.options.reconnectPeriod = this.backoff.next();
+    const will = this.opts.will?.();
+    if (will) client.options.will = will;
+  }
+
+  private onError(client: MqttClient, err: Error): void {
+    if (this.stopped) return;
+    const message = errorMessage(err);
+    if (refusalCode(err) !== undefined) {
+      client.options.reconnectPeriod = this.opts.config.reconnect.maxDelayMs;
+      this.log.error(
+        { url: redactUrl(this.url), clientId: this.clientId, err: message },
+        `the MQTT broker refused the login${this.opts.config.username ? ` of user ${this.opts.config.username}` : ''}; ` +
+          'check username and password (or passwordEnv) against the broker accounts and ACL',
+      );
+    } else if (this.current === 'down' && this.lastError !== undefined && message !== this.lastError) {
+      this.log.warn(
+        { url: redactUrl(this.url), err: message },
+        'MQTT connection problem changed; still retrying',
+      );
+    }
+    this.lastError = message;
+  }
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+    promise.then(
+      (v) => {
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e: unknown) => {
+        clearTimeout(timer);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
+  });
+}

@@ -1,0 +1,83 @@
+import type { MqttJsonSourceConfig } from '../../runtime/config/sources/mqtt.js';
+import type { Logger } from '../../runtime/log.js';
+import type { Source, SourceContext, SourceState } from '../../runtime/pipeline/source.js';
+import { SourceMqttClient, topicMatches } from './connection.js';
+import { compileSubscription, mapJsonMessage, type CompiledJsonSubscription } from './json-mapping.js';
+
+export type { MqttJsonSourceConfig } from '../../runtime/config/sources/mqtt.js';
+
+export interface MqttJsonSourceOptions {
+  /** Environment for passwordEnv; defaults to process.env. */
+  env?: Record<string, string | undefined>;
+}
+
+/**
+ * Telemetry published as JSON on MQTT topics (one message per machine and moment, the common
+ * shape of IoT gateways and PLC MQTT modules), mapped to readings by the config's subscriptions.
+ * Each message becomes one batch of readings; fields that cannot be read are refused one by one
+ * and counted, without losing the good fields of the same message.
+ */
+export class MqttJsonSource implements Source {
+  readonly type = 'mqtt-json';
+  private readonly log: Logger;
+  private readonly mqtt: SourceMqttClient;
+  private readonly subscriptions: CompiledJsonSubscription[];
+
+  constructor(
+    readonly name: string,
+    private readonly config: MqttJsonSourceConfig,
+    private readonly ctx: SourceContext,
+    options: MqttJsonSourceOptions = {},
+  ) {
+    this.log = ctx.log.child({ source: name });
+    this.subscriptions = config.subscriptions.map(compileSubscription);
+    this.mqtt = new SourceMqttClient({
+      sourceName: name,
+      config,
+      ctx,
+      log: this.log,
+      subscriptions: config.subscriptions.map((s) => ({ topic: s.topic, qos: config.qos })),
+      onMessage: (topic, payload, receivedAt) => this.onMessage(topic, payload, receivedAt),
+      ...(options.env ? { env: options.env } : {}),
+    });
+  }
+
+  /** The MQTT client id in use (generated unless the config sets one). */
+  get clientId(): string {
+    return this.mqtt.clientId;
+  }
+
+  state(): SourceState {
+    return this.mqtt.state();
+  }
+
+  async start(signal: AbortSignal): Promise<void> {
+    await this.mqtt.start(signal);
+    this.log.info(
+      { topics: this.config.subscriptions.map((s) => s.topic), state: this.mqtt.state() },
+      'MQTT JSON source started',
+    );
+  }
+
+  async stop(): Promise<void> {
+    await this.mqtt.stop();
+  }
+
+  private onMessage(topic: string, payload: Buffer, receivedAt: number): void {
+    // Subscriptions never overlap (the schema refuses it), so at most one matches.
+    const sub = this.subscriptions.find((s) => topicMatches(s.config.topic, topic));
+    if (!sub) {
+      this.log.debug({ topic }, 'message on a topic no subscription maps; ignored');
+      return;
+    }
+    const outcome = mapJsonMessage(sub, {
+      source: this.name,
+      topic,
+      payload,
+      receivedAt,
+      maxPayloadBytes: this.config.maxPayloadBytes,
+    });
+    for (const r of outcome.rejections) this.ctx.reject(r.reason, r.message, topic);
+    if (outcome.readings.length > 0) this.ctx.readings(outcome.readings);
+  }
+}
