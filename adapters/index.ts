@@ -5,6 +5,7 @@ import { FolderCameraSource } from './camera/folder.js';
 import { HttpCameraSource } from './camera/http.js';
 import { MqttJsonSource } from './mqtt/json-source.js';
 import { SparkplugSource } from './mqtt/sparkplug-source.js';
+import { ModbusRtuPoller, SerialLineReader } from './serial/index.js';
 
 export { FolderCameraSource, type CameraFolderConfig, type FolderCameraOptions } from './camera/folder.js';
 export { HttpCameraSource, type CameraHttpConfig } from './camera/http.js';
@@ -23,6 +24,10 @@ export function createSource(name: string, cfg: SourceConfig, ctx: SourceContext
       return new MqttJsonSource(name, cfg, ctx);
     case 'sparkplug-b':
       return new SparkplugSource(name, cfg, ctx);
+    case 'serial-line':
+      return new SerialLineReader(name, cfg, ctx);
+    case 'modbus-rtu':
+      return new ModbusRtuPoller(name, cfg, ctx);
     default: {
       // A new type in the schema must get an adapter here; the compiler says so.
       const unknown: never = cfg;

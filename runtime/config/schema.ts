@@ -1,11 +1,13 @@
 import { z } from 'zod';
 import { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
 import { MqttJsonSource, SparkplugSource } from './sources/mqtt.js';
+import { ModbusRtuSource, SerialLineSource } from './sources/serial.js';
 import { TELEMETRY_DEFAULTS, TelemetryConfig } from './sources/telemetry.js';
 
 export { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
 export { TelemetryConfig } from './sources/telemetry.js';
 export { MqttJsonSource, SparkplugSource } from './sources/mqtt.js';
+export { ModbusRtuSource, SerialLineSource } from './sources/serial.js';
 
 /**
  * The one schema of Vigil's YAML config: the single source of every setting's type, default and
@@ -28,6 +30,8 @@ export const SourceConfig = z.discriminatedUnion('type', [
   CameraHttpSource,
   MqttJsonSource,
   SparkplugSource,
+  SerialLineSource,
+  ModbusRtuSource,
 ]);
 export type SourceConfig = z.infer<typeof SourceConfig>;
 
