@@ -14,7 +14,7 @@ export { HttpCameraSource, type CameraHttpConfig } from './camera/http.js';
  * Builds the adapter for one configured source (`sources.<name>`), chosen by its `type`. The
  * config must already have been parsed by the schema, so that defaults are filled in.
  */
-export function createSource(name: string, cfg: SourceConfig, ctx: SourceContext): Source {
+export async function createSource(name: string, cfg: SourceConfig, ctx: SourceContext): Promise<Source> {
   switch (cfg.type) {
     case 'camera-folder':
       return new FolderCameraSource(name, cfg, ctx);
@@ -28,6 +28,12 @@ export function createSource(name: string, cfg: SourceConfig, ctx: SourceContext
       return new SerialLineReader(name, cfg, ctx);
     case 'modbus-rtu':
       return new ModbusRtuPoller(name, cfg, ctx);
+    case 'opcua': {
+      // node-opcua is large and starts generating an RSA key as it loads: only configs with an
+      // OPC-UA source pay for it.
+      const { OpcUaSource } = await import('./opcua/source.js');
+      return new OpcUaSource(name, cfg, ctx);
+    }
     default: {
       // A new type in the schema must get an adapter here; the compiler says so.
       const unknown: never = cfg;

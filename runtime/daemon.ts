@@ -10,6 +10,7 @@ import { Pipeline, type PipelineContext, type PipelineStats } from './pipeline/p
 import type { FrameSample } from './pipeline/sample.js';
 import type { Source } from './pipeline/source.js';
 import { MqttPublisher } from './publish/mqtt-publisher.js';
+import type { StoredReading } from './store/readings.js';
 import { Store } from './store/store.js';
 import { ReadingGate, type TagLimitMap } from './telemetry/gate.js';
 import type { SourceConfig } from './config/schema.js';
@@ -158,7 +159,7 @@ export class Daemon {
       const slog = log.child({ source: name });
       // Telemetry limits are per source; the gate applies them and the clock checks.
       const gate = new ReadingGate(limitsOf(sc), config.telemetry);
-      const source = createSource(name, sc, {
+      const source = await createSource(name, sc, {
         log: slog,
         resolvePath: (p) => resolvePath(this.loaded, p),
         emit: (sample) => {
@@ -256,6 +257,18 @@ export class Daemon {
       pipelines,
       telemetry,
     };
+  }
+
+  /** The newest stored reading of every source, asset and tag. */
+  latestReadings(limit = 500): StoredReading[] {
+    this.ingest?.flush();
+    return this.store?.latestReadings(limit) ?? [];
+  }
+
+  /** Readings in the store (after writing what is pending). */
+  countReadings(): number {
+    this.ingest?.flush();
+    return this.store?.countReadings() ?? 0;
   }
 
   /** Reverse order of start; each step bounded so that one stuck component cannot hang shutdown. */

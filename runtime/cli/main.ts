@@ -3,8 +3,6 @@ import { Command, InvalidArgumentError } from 'commander';
 import { VERSION } from '../version.js';
 import { runCommand } from './run.js';
 import { configCheckCommand, configDocsCommand, configSchemaCommand } from './config.js';
-import { simulateCommand } from './simulate.js';
-import { benchCommand } from './bench.js';
 import { modelsListCommand } from './models.js';
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or arguments. */
@@ -67,6 +65,12 @@ program
   .option('--height <px>', 'frame height', int('--height', 16), 480)
   .option('--model <dir>', 'model package to run (default: the shipped int8 ONNX defect model)')
   .option(
+    '--scenario <name|file>',
+    'telemetry scenario: a shipped one (default, factory-faults, engine-fleet, pump-run-to-failure) or a YAML file',
+    'default',
+  )
+  .option('--no-telemetry', 'cameras only: no simulated machines, OPC-UA, serial or MQTT telemetry')
+  .option(
     '--mqtt-port <port>',
     'port of the embedded broker (another free one is used if taken)',
     int('--mqtt-port', 0),
@@ -76,7 +80,9 @@ program
   .option('--data-dir <dir>', 'where the store and camera folder go (default: a fresh temporary folder)')
   .option('--quiet', 'no live line per alert')
   .option('--log-level <level>', 'daemon log level (logs go to stderr)', 'warn')
-  .action(async (opts) => simulateCommand(opts));
+  // The simulator (its OPC-UA server, serial devices) and the bench load only when asked for:
+  // `vigil run` on a gateway never pays for them.
+  .action(async (opts) => (await import('./simulate.js')).simulateCommand(opts));
 
 const config = program.command('config').description('Check or describe configuration files');
 config
@@ -112,7 +118,29 @@ program
   )
   .option('--packages <names...>', 'only these packages of models/defect/packages')
   .option('--concurrency <n>', 'pipeline concurrency in the end-to-end runs', int('--concurrency', 1))
-  .action(async (opts) => benchCommand(opts));
+  .action(async (opts) => (await import('./bench.js')).benchCommand(opts));
+
+const opcua = program.command('opcua').description('OPC-UA tools');
+opcua
+  .command('browse')
+  .description('Print the address space of an OPC-UA server, to pick node ids for a source')
+  .argument('<endpoint>', 'endpoint URL, e.g. opc.tcp://192.168.0.10:4840')
+  .option('--depth <n>', 'levels to walk below the start node', int('--depth', 1), 6)
+  .option('--root <nodeId>', 'start node (default: the Objects folder, i=85)')
+  .option('--security-mode <mode>', 'None, Sign or SignAndEncrypt', 'None')
+  .option('--security-policy <policy>', 'Basic256Sha256, Aes128_Sha256_RsaOaep or Aes256_Sha256_RsaPss')
+  .option('--user <name>', 'user name (the password from --password or VIGIL_OPCUA_PASSWORD)')
+  .option('--password <password>', 'password; prefer the VIGIL_OPCUA_PASSWORD environment variable')
+  .option('--pki <dir>', 'certificate folder (as pkiFolder in the config)', 'vigil-data/pki/opcua')
+  .option('--trust-server', 'trust the server certificate if it is unknown (copied into <pki>/trusted)')
+  .option('--all', "also expand the standard's own nodes (Server, diagnostics)")
+  .option('--timeout <seconds>', 'give up after this long', num('--timeout', 1), 15)
+  .option('--json', 'print the tree as JSON')
+  .action(async (endpoint: string, opts) => {
+    // Loaded on demand: the OPC-UA stack is large and no other command needs it.
+    const { opcuaBrowseCommand } = await import('./opcua.js');
+    process.exitCode = await opcuaBrowseCommand(endpoint, opts);
+  });
 
 program.parseAsync(process.argv).catch((err: unknown) => {
   console.error(err instanceof Error ? err.message : String(err));

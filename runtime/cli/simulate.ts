@@ -15,6 +15,7 @@ import { createLogger } from '../log.js';
 import { preferredOrFreePort } from '../net.js';
 import type { Alert, Result } from '../pipeline/result.js';
 import { DEFAULT_MODEL_PACKAGE, repoRoot, simulateConfig } from '../simulate/defaults.js';
+import { startPlant, telemetryReport, watchTelemetry } from '../simulate/plant-run.js';
 import { scoreAgainstTruth, type SimulateReport } from '../simulate/report.js';
 import { VERSION } from '../version.js';
 
@@ -34,6 +35,10 @@ export interface SimulateOptions {
   dataDir?: string;
   quiet?: boolean;
   logLevel: string;
+  /** A shipped scenario name or a scenario file for the telemetry machines. */
+  scenario: string;
+  /** false with --no-telemetry: cameras only. */
+  telemetry: boolean;
 }
 
 /**
@@ -64,6 +69,16 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
   const cameraPort = await preferredOrFreePort('127.0.0.1', 8471);
 
   const modelPackage = opts.model ? path.resolve(opts.model) : path.join(root, DEFAULT_MODEL_PACKAGE);
+  let telemetry: Awaited<ReturnType<typeof startPlant>> | undefined;
+  if (opts.telemetry) {
+    try {
+      telemetry = await startPlant({ scenario: opts.scenario, mqttUrl: broker.url, workDir: dataDir, say });
+    } catch (err) {
+      await broker.close();
+      throw new Error(`the simulated plant could not start: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+  const stopPlant = async () => telemetry?.plant.stop();
   let loaded;
   try {
     loaded = parseConfig(
@@ -75,11 +90,13 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
         httpCameraPort: cameraPort.port,
         withHttpCamera: opts.httpFps > 0,
         logLevel: opts.logLevel,
+        telemetrySources: telemetry?.sources,
       }),
       '(embedded simulate config)',
       root,
     );
   } catch (err) {
+    await stopPlant();
     await broker.close();
     if (err instanceof ConfigError) for (const i of err.issues) console.error(`${i.path}: ${i.message}`);
     throw err;
@@ -96,6 +113,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
   try {
     subscriber = await mqtt.connectAsync(broker.url, { clientId: `vigil-simulate-watch-${process.pid}` });
   } catch (err) {
+    await stopPlant();
     await broker.close();
     throw new Error(`cannot watch the embedded broker at ${broker.url}: ${errorMessage(err)}`, {
       cause: err,
@@ -131,6 +149,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
     });
   } catch (err) {
     await subscriber.endAsync().catch(() => undefined);
+    await stopPlant();
     await broker.close();
     throw new Error(`the simulated gateway could not start: ${errorMessage(err)}`, { cause: err });
   }
@@ -138,6 +157,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
   if (!modelHealth.ready || !modelHealth.model) {
     await subscriber.endAsync().catch(() => undefined);
     await daemon.stop();
+    await stopPlant();
     await broker.close();
     throw new Error(
       `the simulated gateway's model did not load: ${modelHealth.error?.message ?? 'unknown error'}`,
@@ -190,6 +210,13 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
   say(
     `  cameras: ${cameras.map((c) => `${c.camera.name} (${c.transport}, ${c.fps} fps)`).join(', ')}; data in ${dataDir}`,
   );
+  if (telemetry) {
+    const names = Object.entries(telemetry.sources).map(([n, s]) => `${n} (${String(s.type)})`);
+    say(
+      `  telemetry: scenario ${path.basename(telemetry.scenarioFile)}: ${telemetry.plant.machines.map((m) => `${m.asset} (${m.kind})`).join(', ')}`,
+    );
+    say(`    read through ${names.join(', ')}`);
+  }
   say(`  MQTT: ${broker.url}  watch with: mosquitto_sub -h 127.0.0.1 -p ${broker.port} -t 'vigil/#' -v`);
   say(`  HTTP: ${daemon.httpUrl}/metrics, /readyz, /api/v1/status`);
   say(
@@ -201,6 +228,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
   );
 
   for (const c of cameras) c.camera.start();
+  const unwatch = telemetry && !opts.quiet ? watchTelemetry(daemon, telemetry.plant, say) : () => undefined;
   await new Promise<void>((resolve) => {
     const timer = opts.duration ? setTimeout(resolve, opts.duration * 1000) : undefined;
     const done = () => {
@@ -212,6 +240,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
     process.once('SIGTERM', done);
   });
   const elapsed = (Date.now() - t0) / 1000;
+  unwatch();
   for (const c of cameras) await c.camera.stop();
   for (const c of cameras) for (const [origin, t] of c.camera.truth) truth.set(origin, t);
   // Let the last frames arrive (the folder source needs stableMs to see a file as complete) and
@@ -251,6 +280,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
     pipelines: {},
     inputErrors: await inputErrorCounts(daemon),
     mqtt: { broker: broker.url, alertsReceivedBySubscriber: alertsReceived },
+    ...(telemetry ? { telemetry: telemetryReport(daemon, telemetry.plant, telemetry.scenarioFile) } : {}),
     peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
   };
   for (const [name, p] of daemon.pipelines) {
@@ -275,6 +305,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
 
   await subscriber.endAsync().catch(() => undefined);
   await daemon.stop();
+  await stopPlant();
   await broker.close();
   log.flush();
 
@@ -317,6 +348,17 @@ function printSummary(r: SimulateReport, say: (l: string) => void): void {
     say(
       `    alerts ${JSON.stringify(p.alerts)}; vs truth: ${t.truePositives} caught, ${t.misses} missed, ${t.falsePositives} false alarms, ${t.trueNegatives} correct passes, ${t.notProcessed} not processed; precision ${t.precision ?? '-'} recall ${t.recall ?? '-'}`,
     );
+  }
+  if (r.telemetry) {
+    say(`  telemetry: ${r.telemetry.storedReadings} readings stored`);
+    for (const [name, s] of Object.entries(r.telemetry.sources)) {
+      const refused = Object.entries(s.rejected)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ');
+      say(
+        `    ${name} (${s.type}, ${s.state}): ${s.readings.good} good, ${s.readings.uncertain} uncertain, ${s.readings.bad} bad; ${s.reconnects} reconnects${refused ? `; refused: ${refused}` : ''}`,
+      );
+    }
   }
   say(
     `  MQTT subscriber received ${r.mqtt.alertsReceivedBySubscriber} alerts; input errors ${JSON.stringify(r.inputErrors)}; peak RSS ${r.peakRssMb} MB`,

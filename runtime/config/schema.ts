@@ -2,12 +2,14 @@ import { z } from 'zod';
 import { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
 import { MqttJsonSource, SparkplugSource } from './sources/mqtt.js';
 import { ModbusRtuSource, SerialLineSource } from './sources/serial.js';
+import { OpcUaSource } from './sources/opcua.js';
 import { TELEMETRY_DEFAULTS, TelemetryConfig } from './sources/telemetry.js';
 
 export { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
 export { TelemetryConfig } from './sources/telemetry.js';
 export { MqttJsonSource, SparkplugSource } from './sources/mqtt.js';
 export { ModbusRtuSource, SerialLineSource } from './sources/serial.js';
+export { OpcUaSource } from './sources/opcua.js';
 
 /**
  * The one schema of Vigil's YAML config: the single source of every setting's type, default and
@@ -32,6 +34,7 @@ export const SourceConfig = z.discriminatedUnion('type', [
   SparkplugSource,
   SerialLineSource,
   ModbusRtuSource,
+  OpcUaSource,
 ]);
 export type SourceConfig = z.infer<typeof SourceConfig>;
 

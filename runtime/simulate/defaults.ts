@@ -20,6 +20,8 @@ export interface SimulateSettings {
   httpCameraPort: number;
   withHttpCamera: boolean;
   logLevel: string;
+  /** Telemetry sources reading the simulated plant (from plantSources); none without telemetry. */
+  telemetrySources?: Record<string, Record<string, unknown>>;
 }
 
 /** The embedded config of `vigil simulate`: the same shape a user writes in YAML. */
@@ -46,7 +48,7 @@ export function simulateConfig(s: SimulateSettings): Record<string, unknown> {
     mqtt: { url: s.mqttUrl, topicPrefix: 'vigil' },
     store: { path: path.join(s.dataDir, 'vigil.db') },
     models: { defect: { package: s.modelPackage } },
-    sources,
+    sources: { ...sources, ...(s.telemetrySources ?? {}) },
     pipelines: {
       inspection: {
         sources: Object.keys(sources),

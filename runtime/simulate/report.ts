@@ -1,6 +1,7 @@
 import type { FrameTruth } from '../../simulator/camera/types.js';
 import type { PipelineStats } from '../pipeline/pipeline.js';
 import type { Result } from '../pipeline/result.js';
+import type { TelemetryReport } from './plant-run.js';
 
 export interface TruthCounts {
   framesSent: number;
@@ -93,6 +94,8 @@ export interface SimulateReport {
   >;
   inputErrors: Record<string, number>;
   mqtt: { broker: string; alertsReceivedBySubscriber: number };
+  /** Absent when run with --no-telemetry. */
+  telemetry?: TelemetryReport;
   peakRssMb: number;
 }
 

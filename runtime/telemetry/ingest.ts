@@ -63,7 +63,8 @@ export class TelemetryIngest {
   accept(source: string, batch: readonly Reading[], gate: ReadingGate, log: Logger): void {
     const now = Date.now();
     const stats = this.statsFor(source);
-    let accepted = 0;
+    // Counted per batch, not per reading: a labelled counter increment costs more than the check.
+    const counts = { good: 0, uncertain: 0, bad: 0 };
     for (const r of batch) {
       // The source name is the runtime's to give, not the adapter's.
       const reading: Reading = r.source === source ? r : { ...r, source };
@@ -73,11 +74,14 @@ export class TelemetryIngest {
         continue;
       }
       this.pending.push(reading);
-      stats.readings[reading.quality] += 1;
-      this.o.metrics.readings.inc({ source, quality: reading.quality });
-      accepted += 1;
+      counts[reading.quality] += 1;
     }
-    if (accepted > 0) {
+    for (const quality of ['good', 'uncertain', 'bad'] as const) {
+      if (counts[quality] === 0) continue;
+      stats.readings[quality] += counts[quality];
+      this.o.metrics.readings.inc({ source, quality }, counts[quality]);
+    }
+    if (counts.good + counts.uncertain + counts.bad > 0) {
       stats.lastReadingAt = now;
       this.o.metrics.lastReading.set({ source }, now / 1000);
     }

@@ -141,7 +141,7 @@ describe('vigil config check', () => {
   });
 
   it('accepts the shipped example configs, model packages included', async () => {
-    for (const f of ['gateway.example.yaml', 'tflite-npu.example.yaml']) {
+    for (const f of ['gateway.example.yaml', 'tflite-npu.example.yaml', 'telemetry.example.yaml']) {
       const { stdout } = await run('node', [CLI, 'config', 'check', path.join(ROOT, 'deploy/config', f)]);
       expect(stdout).toMatch(/: OK/);
     }

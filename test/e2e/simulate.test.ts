@@ -61,10 +61,26 @@ describe('vigil simulate', () => {
     expect(a.report.peakRssMb).toBeGreaterThan(0);
     expect(a.stdout).toMatch(/ALERT defect\//);
     expect(a.stdout).toMatch(/Summary after/);
+    // Telemetry next to the cameras: the default scenario's machines over their real protocols.
+    const t = a.report.telemetry!;
+    expect(Object.keys(t.machines).sort()).toEqual(['engine-1', 'pump-1', 'spindle-1']);
+    expect(Object.keys(t.sources).sort()).toEqual(['opcua', 'serial-spindle-1', 'sparkplug']);
+    for (const [name, s] of Object.entries(t.sources)) {
+      expect(s.readings.good, name).toBeGreaterThan(0);
+      expect(s.state, name).toBe('up');
+    }
+    expect(t.storedReadings).toBe(
+      Object.values(t.sources).reduce(
+        (n, s) => n + s.readings.good + s.readings.uncertain + s.readings.bad,
+        0,
+      ),
+    );
+    expect(a.stdout).toMatch(/\[telemetry\] opcua up/);
+    expect(a.stdout).toMatch(/telemetry: \d+ readings stored/);
   });
 
   it('is exactly repeatable for a seed: the same frames, truth and verdicts', async () => {
-    const args = ['--frames', '25', '--http-fps', '0', '--fps', '10'];
+    const args = ['--frames', '25', '--http-fps', '0', '--fps', '10', '--no-telemetry'];
     const a = (await simulate(5, 30, args)).report.pipelines.inspection!;
     const b = (await simulate(5, 30, args)).report.pipelines.inspection!;
     expect(a.samples.seen).toBe(25);
@@ -74,5 +90,11 @@ describe('vigil simulate', () => {
     const c = (await simulate(6, 30, args)).report.pipelines.inspection!;
     expect(c.truth.framesSent).toBe(25);
     expect(c.truth).not.toEqual(a.truth);
+  });
+
+  it('runs cameras only with --no-telemetry', async () => {
+    const a = await simulate(3, 3, ['--no-telemetry', '--http-fps', '0']);
+    expect(a.report.telemetry).toBeUndefined();
+    expect(a.stdout).not.toMatch(/\[telemetry\]/);
   });
 });

@@ -1,0 +1,112 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import type { MachineTruth } from '../../simulator/machines/types.js';
+import { Plant } from '../../simulator/plant/plant.js';
+import { loadScenarioFile, shippedScenario } from '../../simulator/scenario/load.js';
+import type { Daemon } from '../daemon.js';
+import type { SourceTelemetryStats } from '../telemetry/ingest.js';
+import { plantSources } from './telemetry-sources.js';
+
+/**
+ * The telemetry half of `vigil simulate`: the scenario's machines behind their real protocol
+ * servers (the simulated plant), the Vigil sources that read them, a periodic line showing what
+ * arrives, and the telemetry part of the report.
+ */
+
+export interface TelemetryReport {
+  scenario: string;
+  storedReadings: number;
+  sources: Record<string, SourceTelemetryStats & { state: string; type: string }>;
+  machines: Record<string, MachineTruth & { kind: string }>;
+}
+
+/** A shipped scenario by name (`default`, `factory-faults`...) or a scenario file. */
+export function resolveScenario(nameOrFile: string): string {
+  if (existsSync(nameOrFile)) return path.resolve(nameOrFile);
+  const shipped = shippedScenario(nameOrFile);
+  if (existsSync(shipped)) return shipped;
+  throw new Error(
+    `no scenario '${nameOrFile}': neither a file nor one of the shipped scenarios in ${path.dirname(shipped)}`,
+  );
+}
+
+export async function startPlant(opts: {
+  scenario: string;
+  mqttUrl: string;
+  workDir: string;
+  say: (line: string) => void;
+}): Promise<{ plant: Plant; sources: Record<string, Record<string, unknown>>; scenarioFile: string }> {
+  const scenarioFile = resolveScenario(opts.scenario);
+  const plant = await Plant.start({
+    scenario: loadScenarioFile(scenarioFile),
+    mqttUrl: opts.mqttUrl,
+    workDir: path.join(opts.workDir, 'plant'),
+    log: (line) => opts.say(`  plant: ${line}`),
+    onSerialUnavailable: (asset, err) =>
+      opts.say(
+        `  plant: ${asset} runs without its serial line: ${err instanceof Error ? err.message : String(err)}`,
+      ),
+  });
+  const sources = plantSources(plant.endpoints, {
+    mqttUrl: opts.mqttUrl,
+    pkiFolder: path.join(opts.workDir, 'pki', 'opcua'),
+  });
+  return { plant, sources, scenarioFile };
+}
+
+/** One line every `everyMs` with what each telemetry source delivered, and machine state changes. */
+export function watchTelemetry(
+  daemon: Daemon,
+  plant: Plant,
+  say: (line: string) => void,
+  everyMs = 5_000,
+): () => void {
+  const last = new Map<string, string>();
+  const before = new Map<string, number>();
+  const timer = setInterval(() => {
+    const status = daemon.status() as {
+      telemetry?: Record<string, SourceTelemetryStats & { state: string }>;
+    };
+    const parts: string[] = [];
+    for (const [name, s] of Object.entries(status.telemetry ?? {})) {
+      const total = s.readings.good + s.readings.uncertain + s.readings.bad;
+      const delta = total - (before.get(name) ?? 0);
+      before.set(name, total);
+      const rejected = Object.values(s.rejected).reduce((a, b) => a + (b ?? 0), 0);
+      parts.push(`${name} ${s.state} +${delta}${rejected ? ` (${rejected} refused)` : ''}`);
+    }
+    const values = daemon
+      .latestReadings()
+      .filter((r) => ['temperature', 'vibration_rms', 's11', 'cycle'].includes(r.tag))
+      .map((r) => `${r.asset}.${r.tag}=${r.value === null ? r.quality : round(r.value)}`);
+    say(`[telemetry] ${parts.join(', ')}${values.length ? `  | ${values.join(' ')}` : ''}`);
+    for (const m of plant.machines) {
+      const t = m.truth();
+      const state = `${t.state}${t.unit !== undefined ? ` unit ${t.unit}` : ''}`;
+      if (last.get(m.asset) !== state) {
+        if (last.has(m.asset)) {
+          const extra = t.remainingCycles !== undefined ? `, ${t.remainingCycles} cycles left` : '';
+          say(`[machine] ${m.asset} is now ${state}${t.failureMode ? ` (${t.failureMode})` : ''}${extra}`);
+        }
+        last.set(m.asset, state);
+      }
+    }
+  }, everyMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
+export function telemetryReport(daemon: Daemon, plant: Plant, scenarioFile: string): TelemetryReport {
+  const status = daemon.status() as { telemetry?: Record<string, SourceTelemetryStats & { state: string }> };
+  const sources: TelemetryReport['sources'] = {};
+  for (const [name, s] of Object.entries(status.telemetry ?? {}))
+    sources[name] = { ...s, type: daemon.sources.get(name)?.type ?? '?' };
+  return {
+    scenario: scenarioFile,
+    storedReadings: daemon.countReadings(),
+    sources,
+    machines: Object.fromEntries(plant.machines.map((m) => [m.asset, { kind: m.kind, ...m.truth() }])),
+  };
+}
+
+const round = (x: number) => Math.round(x * 100) / 100;

@@ -1,0 +1,73 @@
+import type { PlantEndpoint } from '../../simulator/plant/plant.js';
+
+/**
+ * Turns where the simulated plant's machines can be reached into Vigil source configs, the same
+ * YAML shape an integrator writes for a real plant (deploy/config/telemetry.example.yaml).
+ */
+export function plantSources(
+  endpoints: readonly PlantEndpoint[],
+  opts: { mqttUrl: string; pkiFolder: string },
+): Record<string, Record<string, unknown>> {
+  const sources: Record<string, Record<string, unknown>> = {};
+  endpoints.forEach((e, i) => {
+    switch (e.protocol) {
+      case 'opcua':
+        sources[i === 0 ? 'opcua' : `opcua-${i}`] = {
+          type: 'opcua',
+          endpoint: e.endpointUrl,
+          pkiFolder: opts.pkiFolder,
+          subscription: { publishingIntervalMs: 500 },
+          items: e.nodes.map((n) => ({
+            nodeId: n.nodeId,
+            asset: n.asset,
+            tag: n.tag,
+            samplingIntervalMs: 500,
+          })),
+        };
+        break;
+      case 'serial-line':
+        sources[`serial-${e.asset}`] = {
+          type: 'serial-line',
+          path: e.hostPath,
+          baudRate: 9600,
+          format: e.format === 'csv' ? { type: 'csv', columns: e.columns } : { type: 'kv' },
+        };
+        break;
+      case 'modbus-rtu':
+        sources[`modbus-${e.asset}`] = {
+          type: 'modbus-rtu',
+          path: e.hostPath,
+          baudRate: 9600,
+          asset: e.asset,
+          unitId: e.unitId,
+          pollIntervalMs: 500,
+          registers: e.registers.map((r) => ({
+            tag: r.tag,
+            table: r.table,
+            address: r.address,
+            type: r.type,
+            wordOrder: r.wordOrder ?? 'big',
+          })),
+        };
+        break;
+      case 'mqtt-json':
+        sources['mqtt-json'] ??= {
+          type: 'mqtt-json',
+          url: opts.mqttUrl,
+          subscriptions: [
+            {
+              topic: `${e.topicPrefix}/+/telemetry`,
+              asset: '{1}',
+              allNumericFields: true,
+              timestampField: 'ts',
+            },
+          ],
+        };
+        break;
+      case 'sparkplug-b':
+        sources['sparkplug'] ??= { type: 'sparkplug-b', url: opts.mqttUrl, groupId: e.groupId };
+        break;
+    }
+  });
+  return sources;
+}
