@@ -47,6 +47,8 @@ machines:
 faults:
   - { kind: server-restart, asset: pump-1, at: 6, downSeconds: 2 }
   - { kind: cable-pull, asset: spindle-1, at: 6, downSeconds: 2 }
+  - { kind: status, asset: pump-1, tag: pressure, at: 2, durationSeconds: 3, status: BadSensorFailure }
+  - { kind: status, asset: pump-3, tag: current, at: 2, durationSeconds: 3, status: BadSensorFailure }
 `;
 
 let dir: string;
@@ -203,6 +205,18 @@ describe('telemetry end to end (vigil run, real protocols)', () => {
         )
         .get() as { n: number };
       expect(nonFinite.n).toBe(0);
+      // A sensor that reports its own failure is stored as bad, with the device's reason and no value.
+      const failed = db
+        .prepare(
+          "SELECT source, status, value FROM readings WHERE quality = 'bad' AND tag IN ('pressure', 'current') GROUP BY source",
+        )
+        .all() as Array<{ source: string; status: string; value: number | null }>;
+      expect(failed).toEqual(
+        expect.arrayContaining([
+          { source: 'opcua', status: 'BadSensorFailure', value: null },
+          { source: 'mqtt-json', status: 'NullValue', value: null },
+        ]),
+      );
       const pump9 = db
         .prepare("SELECT value FROM readings WHERE asset = 'pump-9' AND tag = 'temperature'")
         .all() as Array<{ value: number }>;
