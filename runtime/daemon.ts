@@ -10,7 +10,7 @@ import { Pipeline, type PipelineContext, type PipelineStats } from './pipeline/p
 import type { FrameSample } from './pipeline/sample.js';
 import type { Source } from './pipeline/source.js';
 import { MqttPublisher } from './publish/mqtt-publisher.js';
-import type { StoredReading } from './store/readings.js';
+import type { Reading } from './telemetry/reading.js';
 import { Store } from './store/store.js';
 import { ReadingGate, type TagLimitMap } from './telemetry/gate.js';
 import type { SourceConfig } from './config/schema.js';
@@ -39,6 +39,8 @@ export class Daemon {
   private ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
   private readonly startedAt = new Date();
   private stopping: Promise<void> | undefined;
+  /** Set once every component, sources included, has been started: part of readiness. */
+  private started = false;
   /** Aborted when the daemon stops: ends a start still in progress (a slow connect) and the sources' work. */
   private readonly lifetime = new AbortController();
 
@@ -174,13 +176,7 @@ export class Daemon {
       await source.start(this.lifetime.signal);
     }
 
-    this.retentionTimer = setInterval(() => {
-      try {
-        this.store?.applyRetention(Date.now());
-      } catch (err) {
-        log.warn({ err: errorMessage(err) }, 'retention pass failed');
-      }
-    }, 60_000);
+    this.retentionTimer = setInterval(() => this.retentionPass(), 60_000);
     // Alerts whose PUBACK timed out on a connection that stayed up are retried here; a
     // reconnect replays them anyway.
     this.outboxTimer = setInterval(() => {
@@ -196,6 +192,7 @@ export class Daemon {
     }, 1_000);
     this.gaugeTimer.unref();
     this.updateStateGauges();
+    this.started = true;
     log.info(
       {
         pipelines: [...this.pipelines.keys()],
@@ -204,6 +201,19 @@ export class Daemon {
       },
       'vigil ready',
     );
+  }
+
+  /**
+   * One retention pass; when more readings are due than a pass deletes, the next pass follows on
+   * the next turn of the event loop, so that a large deletion never blocks frames for long.
+   */
+  private retentionPass(): void {
+    try {
+      const outcome = this.store?.applyRetention(Date.now());
+      if (outcome?.readingsMore && this.stopping === undefined) setImmediate(() => this.retentionPass());
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, 'retention pass failed');
+    }
   }
 
   /** Samples already counted as bad input, so that one sample read by two pipelines counts once. */
@@ -234,6 +244,7 @@ export class Daemon {
         models.length === expected &&
         models.every((m) => m.ready) &&
         this.store !== undefined &&
+        this.started &&
         this.stopping === undefined,
       models,
       sources,
@@ -259,10 +270,9 @@ export class Daemon {
     };
   }
 
-  /** The newest stored reading of every source, asset and tag. */
-  latestReadings(limit = 500): StoredReading[] {
-    this.ingest?.flush();
-    return this.store?.latestReadings(limit) ?? [];
+  /** The latest accepted reading of every source, asset and tag (kept in memory). */
+  latestReadings(): Reading[] {
+    return this.ingest?.latest() ?? [];
   }
 
   /** Readings in the store (after writing what is pending). */

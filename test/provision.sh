@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the real components the tests talk to are installed:
-#  - Debian packages: Mosquitto (MQTT broker), socat (serial pseudo-terminal pairs);
+#  - Debian packages: Mosquitto (MQTT broker), socat (serial pseudo-terminal pairs), openssl
+#    (certificates for the OPC-UA security tests);
 #  - a Python virtual environment outside the clone with the independent protocol peers
 #    (asyncua, an OPC-UA server from another implementation), from test/peers/requirements.txt.
 # Installs Debian packages with apt-get when running as root (CI, a fresh gateway image);
@@ -12,6 +13,7 @@ missing=()
 [ -x /usr/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
 command -v mosquitto_passwd >/dev/null 2>&1 || [ -x /usr/bin/mosquitto_passwd ] || missing+=(mosquitto)
 command -v socat >/dev/null 2>&1 || missing+=(socat)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -1,10 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { connect, type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
 import { Backoff } from '../../runtime/backoff.js';
 import type { MqttConnection } from '../../runtime/config/sources/mqtt.js';
 import { VigilError, errorMessage } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/log.js';
+import { redactUrl, refusalCode, withTimeout } from '../../runtime/mqtt-connect.js';
 import type { SourceContext, SourceState } from '../../runtime/pipeline/source.js';
 
 /**
@@ -12,6 +14,14 @@ import type { SourceContext, SourceState } from '../../runtime/pipeline/source.j
  * retrying with the source's back-off (a gateway must start while the plant broker is down),
  * subscribes again on every connect, and counts re-established connections.
  */
+
+/**
+ * 'persistent' (clean: false) asks the broker to keep the subscriptions and queue QoS 1 messages
+ * while the client is away, under a client id that stays the same across restarts, so that a
+ * network blip or a broker restart loses nothing. 'clean' starts afresh on every connection, as
+ * Sparkplug B host applications must (the edge nodes' births say what is current).
+ */
+export type MqttSession = 'persistent' | 'clean';
 
 export interface TopicSubscription {
   topic: string;
@@ -22,6 +32,7 @@ export interface SourceMqttOptions {
   /** The source's name, for the default client id and log lines. */
   sourceName: string;
   config: MqttConnection;
+  session: MqttSession;
   ctx: SourceContext;
   log: Logger;
   subscriptions: readonly TopicSubscription[];
@@ -35,23 +46,14 @@ export interface SourceMqttOptions {
   env?: Record<string, string | undefined>;
 }
 
-/** CONNACK codes that mean "your credentials or identity are not accepted" (v3.1.1 and v5). */
-const REFUSAL_CODES = new Set([2, 4, 5, 133, 134, 135, 138]);
-
-function refusalCode(err: Error): number | undefined {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'number' && REFUSAL_CODES.has(code) ? code : undefined;
-}
-
-/** The broker URL without any password, for logs and messages. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url;
-  }
+/**
+ * The client id of a persistent session when the config sets none: the same after every restart
+ * of this gateway (the broker finds its queued messages under it), yet different between gateways
+ * that use the same source name, as long as their host names differ.
+ */
+export function stableClientId(sourceName: string, host: string = hostname()): string {
+  const h = host.replace(/[^A-Za-z0-9_.-]/g, '_');
+  return h ? `vigil-${sourceName}-${h}` : `vigil-${sourceName}`;
 }
 
 /** Whether a topic matches an MQTT filter (`+` one level, `#` the rest, incl. the parent). */
@@ -97,7 +99,11 @@ export class SourceMqttClient {
         `sources.${sourceName}.url: '${redactUrl(config.url)}' is not a valid MQTT URL; write it like mqtt://broker:1883`,
       );
     }
-    this.clientId = config.clientId ?? `vigil-${sourceName}-${randomBytes(4).toString('hex')}`;
+    this.clientId =
+      config.clientId ??
+      (opts.session === 'persistent'
+        ? stableClientId(sourceName)
+        : `vigil-${sourceName}-${randomBytes(4).toString('hex')}`);
     this.backoff = new Backoff({
       initialMs: config.reconnect.initialDelayMs,
       maxMs: Math.max(config.reconnect.initialDelayMs, config.reconnect.maxDelayMs),
@@ -151,7 +157,7 @@ export class SourceMqttClient {
     this.current = 'starting';
     const client = connect(this.url, this.clientOptions());
     this.client = client;
-    client.on('connect', () => this.onConnect(client));
+    client.on('connect', (connack) => this.onConnect(client, connack.sessionPresent));
     client.on('close', () => this.onClose());
     client.on('reconnect', () => this.onReconnectAttempt(client));
     client.on('error', (err) => this.onError(client, err));
@@ -226,7 +232,7 @@ export class SourceMqttClient {
       username: config.username,
       password: this.password,
       keepalive: config.keepaliveSeconds,
-      clean: true,
+      clean: this.opts.session === 'clean',
       connectTimeout: config.connectTimeoutMs,
       reconnectPeriod: this.backoff.next(),
       // A refused login (credentials fixed later on the broker) is retried too, at the longest delay.
@@ -239,7 +245,7 @@ export class SourceMqttClient {
     };
   }
 
-  private onConnect(client: MqttClient): void {
+  private onConnect(client: MqttClient, sessionPresent: boolean): void {
     if (this.stopped) return;
     this.backoff.reset();
     client.options.reconnectPeriod = this.backoff.next();
@@ -264,7 +270,13 @@ export class SourceMqttClient {
       this.everUp = true;
       this.current = 'up';
       this.log.info(
-        { url: redactUrl(this.url), clientId: this.clientId, topics: subs.map((s) => s.topic) },
+        {
+          url: redactUrl(this.url),
+          clientId: this.clientId,
+          topics: subs.map((s) => s.topic),
+          // Whether the broker still had this client's session: its queued messages follow.
+          ...(this.opts.session === 'persistent' ? { sessionResumed: sessionPresent } : {}),
+        },
         again ? 'MQTT source reconnected' : 'MQTT source connected',
       );
       if (again) this.opts.ctx.reconnected();
@@ -283,7 +295,7 @@ export class SourceMqttClient {
     this.current = 'down';
     if (before === 'up') {
       this.log.warn(
-        { url: redactUrl(this.url), err: this.lastError },
+        { url: redactUrl(this.url), clientId: this.clientId, err: this.lastError },
         'MQTT source disconnected; reconnecting with back-off',
       );
     } else if (before === 'starting') {
@@ -320,20 +332,4 @@ export class SourceMqttClient {
     }
     this.lastError = message;
   }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
-    promise.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(timer);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
 }

@@ -11,7 +11,7 @@ import type { Reading } from '../../runtime/telemetry/reading.js';
  * - a JSON number → a good reading; a number too big for a double (1e999 parses as Infinity) is
  *   refused as not_finite;
  * - true/false → 1/0;
- * - null → a bad reading (value null, status `NullValue`): the device says it has no value;
+ * - null → a bad reading (value null, status `NoValue`): the device says it has no value;
  * - a string is refused: "NaN", "Infinity" as not_finite, anything else as not_a_number; objects
  *   and arrays as not_a_number;
  * - a path absent from the message is skipped: devices often send only what changed.
@@ -28,8 +28,11 @@ export interface MappingOutcome {
   rejections: MappingRejection[];
 }
 
-/** Status of a reading whose payload field was JSON null. */
-export const NULL_STATUS = 'NullValue';
+/**
+ * Status of a reading whose device sent "no value" (a JSON null, a Sparkplug is_null metric): the
+ * same name the serial line source gives an empty field, so that one query finds them all.
+ */
+export const NO_VALUE_STATUS = 'NoValue';
 
 export interface CompiledJsonSubscription {
   config: MqttJsonSubscription;
@@ -246,7 +249,7 @@ export function mapJsonMessage(compiled: CompiledJsonSubscription, msg: JsonMess
     const base = { source: msg.source, asset: asset.asset, tag, sourceTime, receivedAt: msg.receivedAt };
     readings.push(
       v.kind === 'null'
-        ? { ...base, value: null, quality: 'bad', status: NULL_STATUS }
+        ? { ...base, value: null, quality: 'bad', status: NO_VALUE_STATUS }
         : { ...base, value: v.value, quality: 'good' },
     );
   };

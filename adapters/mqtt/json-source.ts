@@ -15,7 +15,9 @@ export interface MqttJsonSourceOptions {
  * Telemetry published as JSON on MQTT topics (one message per machine and moment, the common
  * shape of IoT gateways and PLC MQTT modules), mapped to readings by the config's subscriptions.
  * Each message becomes one batch of readings; fields that cannot be read are refused one by one
- * and counted, without losing the good fields of the same message.
+ * and counted, without losing the good fields of the same message. The session is persistent
+ * under a stable client id, so that QoS 1 messages sent while Vigil was disconnected (a network
+ * blip, a broker restart with persistence, a Vigil restart) arrive once it is back.
  */
 export class MqttJsonSource implements Source {
   readonly type = 'mqtt-json';
@@ -34,6 +36,8 @@ export class MqttJsonSource implements Source {
     this.mqtt = new SourceMqttClient({
       sourceName: name,
       config,
+      // The broker queues QoS 1 messages while Vigil is away and delivers them on reconnect.
+      session: 'persistent',
       ctx,
       log: this.log,
       subscriptions: config.subscriptions.map((s) => ({ topic: s.topic, qos: config.qos })),
@@ -42,7 +46,7 @@ export class MqttJsonSource implements Source {
     });
   }
 
-  /** The MQTT client id in use (generated unless the config sets one). */
+  /** The MQTT client id in use: the config's, else vigil-<source name>-<host name>. */
   get clientId(): string {
     return this.mqtt.clientId;
   }

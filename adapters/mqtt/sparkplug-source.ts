@@ -56,6 +56,8 @@ export class SparkplugSource implements Source {
     this.mqtt = new SourceMqttClient({
       sourceName: name,
       config,
+      // Sparkplug 3.0 wants hosts on a clean session: after a reconnect the births say what is current.
+      session: 'clean',
       ctx,
       log: this.log,
       subscriptions: this.subscriptions(),

@@ -1,5 +1,5 @@
 import type { Reading } from '../../runtime/telemetry/reading.js';
-import type { MappingRejection } from './json-mapping.js';
+import { NO_VALUE_STATUS, type MappingRejection } from './json-mapping.js';
 import {
   DataType,
   isNumericType,
@@ -30,7 +30,7 @@ import {
  *
  * Readings: the asset is the device id for D* messages and the edge node id for N* messages; the
  * tag is the metric name. Int8..UInt64, Float, Double become numbers, Boolean 0/1; a null metric
- * (is_null) a bad reading with status `IsNull`; NaN and infinities are refused as `not_finite`;
+ * (is_null) a bad reading with status `NoValue`; NaN and infinities are refused as `not_finite`;
  * String, DateTime, bytes, DataSet, Template metrics are not measurements and are skipped
  * (noted at debug level). bdSeq and `Node Control/*`, `Device Control/*` metrics are protocol
  * plumbing, not readings. Source time: the metric's timestamp, else the payload's, else the
@@ -64,7 +64,6 @@ export function parseSparkplugTopic(topic: string): SparkplugTopic | undefined {
 
 export const NODE_DEATH_STATUS = 'NodeDeath';
 export const DEVICE_DEATH_STATUS = 'DeviceDeath';
-export const IS_NULL_STATUS = 'IsNull';
 
 export interface SparkplugOutcome {
   readings: Reading[];
@@ -338,7 +337,7 @@ export class SparkplugState {
         out.readings.push({ ...base, value: v.value, quality: 'good' });
         return;
       case 'null':
-        out.readings.push({ ...base, value: null, quality: 'bad', status: IS_NULL_STATUS });
+        out.readings.push({ ...base, value: null, quality: 'bad', status: NO_VALUE_STATUS });
         return;
       case 'not_finite':
         out.rejections.push({

@@ -8,20 +8,36 @@ import type { Source, SourceContext, SourceState } from '../../runtime/pipeline/
 import type { Reading } from '../../runtime/telemetry/reading.js';
 import { createClient, explainFailure, userIdentity, type OpcUaClient, type OpcUaSession } from './client.js';
 import { routeNodeOpcuaLogs } from './logging.js';
+import {
+  describeMoves,
+  movedNamespaces,
+  namespaceUriOf,
+  readNamespaceTable,
+  resolveAgainst,
+  unknownNamespaceNodeId,
+  usesNamespaceUris,
+} from './namespaces.js';
+import { OverflowWarnings, overflowMessage } from './overflow.js';
 import { openPki, type Pki } from './pki.js';
-import { statusName, toReading, type ItemTarget } from './status.js';
+import { hasOverflow, statusName, toReading, type ItemTarget } from './status.js';
 
 const {
   AttributeIds,
   DataChangeFilter,
   DataChangeTrigger,
   DeadbandType,
-  NodeId,
   StatusCodes,
   TimestampsToReturn,
   resolveNodeId,
 } = client;
 type Subscription = ClientSubscription;
+type DataValue = InstanceType<typeof client.DataValue>;
+
+/** What a monitored item's values are, and how it was configured. */
+interface Monitored {
+  target: ItemTarget;
+  item: OpcUaItem;
+}
 
 /** One live client, session and subscription; replaced as a whole when it cannot be repaired. */
 interface Connection {
@@ -29,7 +45,12 @@ interface Connection {
   session: OpcUaSession;
   subscription: Subscription;
   /** clientHandle of each monitored item → what its values are. */
-  handles: Map<number, ItemTarget>;
+  handles: Map<number, Monitored>;
+  /**
+   * The server's namespace table that `nsu=` node ids were resolved against; undefined when no
+   * item names its namespace by URI.
+   */
+  namespaces: readonly string[] | undefined;
   /** Resolves with the reason once this connection must be thrown away and built again (or is closed). */
   broken: Promise<string>;
   /** Marks the connection broken, unless it is already being closed. */
@@ -38,12 +59,15 @@ interface Connection {
   release(): void;
   closing: boolean;
   /**
-   * Publish responses that arrived while the monitored items were still being created (node-opcua
-   * may process the first one before monitorItems() resolves); delivered once the handles are
-   * known. Undefined once ready.
+   * Publish responses held back: while the monitored items are still being created (node-opcua may
+   * process the first one before monitorItems() resolves), delivered once the handles are known;
+   * and from a lost connection until node-opcua's repair is known to have re-created the items on
+   * the right nodes (dropped if not). Undefined while values flow straight through.
    */
-  early: NotificationMessage[] | undefined;
+  held: NotificationMessage[] | undefined;
   watchdog: NodeJS.Timeout;
+  /** Runs from the moment a lost connection's channel is back until node-opcua's repair completes. */
+  repairDeadline: NodeJS.Timeout | undefined;
 }
 
 /**
@@ -74,6 +98,7 @@ export class OpcUaSource implements Source {
   private pending: OpcUaClient | undefined;
   private conn: Connection | undefined;
   private everUp = false;
+  private readonly overflows = new OverflowWarnings();
 
   constructor(
     readonly name: string,
@@ -84,7 +109,7 @@ export class OpcUaSource implements Source {
     this.nodeIds = config.items.map((item, i) => {
       try {
         // nsu=<uri>;... is resolved against the server's namespace table once connected.
-        return resolveNodeId(/^nsu=[^;]+;(.*)$/.exec(item.nodeId)?.[1] ?? item.nodeId);
+        return resolveNodeId(namespaceUriOf(item.nodeId)?.rest ?? item.nodeId);
       } catch (err) {
         throw new VigilError(
           'VIGIL_ERR_CONFIG_INVALID',
@@ -325,9 +350,7 @@ export class OpcUaSource implements Source {
       await this.close(conn, 'failed');
       throw err;
     }
-    const early = conn.early ?? [];
-    conn.early = undefined;
-    for (const msg of early) this.deliver(conn, msg);
+    this.letThrough(conn);
     return conn;
   }
 
@@ -340,13 +363,14 @@ export class OpcUaSource implements Source {
       session,
       subscription,
       handles: new Map(),
+      namespaces: undefined,
       broken,
       breakWith: (reason) => {
         if (!conn.closing) breakWith(reason);
       },
       release: () => breakWith('closed'),
       closing: false,
-      early: [],
+      held: [],
       watchdog: setInterval(
         () => {
           const silent = Date.now() - lastActivity;
@@ -356,8 +380,13 @@ export class OpcUaSource implements Source {
         },
         Math.max(500, Math.floor(this.silenceLimitMs / 5)),
       ),
+      repairDeadline: undefined,
     };
     conn.watchdog.unref();
+    const endRepairDeadline = () => {
+      clearTimeout(conn.repairDeadline);
+      conn.repairDeadline = undefined;
+    };
 
     subscription.on('raw_notification', () => (lastActivity = Date.now()));
     subscription.on('received_notifications', (msg: NotificationMessage) => this.deliver(conn, msg));
@@ -369,22 +398,85 @@ export class OpcUaSource implements Source {
     client.on('connection_lost', () => {
       if (conn.closing) return;
       this.current = 'down';
+      conn.held ??= [];
       this.log.warn('lost the connection to the OPC-UA server; reconnecting');
+    });
+    // The channel is back: re-activating or re-creating the session and the subscription takes a
+    // few round trips. A repair that does not end is no repair: asyncua, for one, answers the
+    // Republish of a restarted server with an empty message instead of BadMessageNotAvailable, and
+    // node-opcua asks again for ever (each answer looking like a keep-alive to the watchdog). The
+    // deadline is not re-armed by node-opcua's own retries, so those count against it too.
+    client.on('after_reconnection', () => {
+      if (conn.closing || conn.repairDeadline) return;
+      const ms = this.config.connectTimeoutMs;
+      conn.repairDeadline = setTimeout(
+        () =>
+          conn.breakWith(
+            `the OPC-UA server answers again, but the session and subscription were not repaired within ${ms} ms (connectTimeoutMs)`,
+          ),
+        ms,
+      );
+      conn.repairDeadline.unref();
     });
     client.on('reconnection_attempt_has_failed', (err: Error) => {
       this.log.debug({ err: errorMessage(err) }, 'OPC-UA reconnection attempt failed');
     });
     client.on('connection_reestablished', () => {
+      endRepairDeadline();
       if (conn.closing || this.stopped) return;
       lastActivity = Date.now();
-      this.current = 'up';
-      this.ctx.reconnected();
-      this.log.info('reconnected to the OPC-UA server; session and subscription repaired');
+      void this.repaired(conn);
     });
     client.on('close', (err?: Error | null) => {
       if (err) conn.breakWith(`the connection closed: ${errorMessage(err)}`);
     });
     return conn;
+  }
+
+  /**
+   * After node-opcua's own repair: it re-created the session and the monitored items with the
+   * namespace indexes of the first session, which a restarted server may have given to other
+   * namespaces. Checked before any value of the repaired items is delivered; if a namespace moved,
+   * the whole connection is built again with fresh resolution.
+   */
+  private async repaired(conn: Connection): Promise<void> {
+    if (conn.namespaces) {
+      let now: string[];
+      try {
+        now = await readNamespaceTable(conn.session);
+      } catch (err) {
+        conn.breakWith(
+          `cannot check the OPC-UA server's namespace table after reconnecting (${errorMessage(err)})`,
+        );
+        return;
+      }
+      if (conn.closing || this.stopped) return;
+      const moved = movedNamespaces(
+        this.config.items.map((i) => i.nodeId),
+        conn.namespaces,
+        now,
+      );
+      if (moved.length > 0) {
+        // The values held meanwhile may belong to other nodes: they are dropped with the connection.
+        conn.breakWith(
+          `the OPC-UA server renumbered its namespaces (${describeMoves(moved)}), so the repaired ` +
+            'monitored items point at the wrong nodes',
+        );
+        return;
+      }
+    }
+    if (conn.closing || this.stopped) return;
+    this.current = 'up';
+    this.ctx.reconnected();
+    this.log.info('reconnected to the OPC-UA server; session and subscription repaired');
+    this.letThrough(conn);
+  }
+
+  /** Delivers what was held back, and lets values through from now on. */
+  private letThrough(conn: Connection): void {
+    const held = conn.held ?? [];
+    conn.held = undefined;
+    for (const msg of held) this.deliver(conn, msg);
   }
 
   /** Creates the monitored items, grouped by identical parameters (one request per group). */
@@ -396,7 +488,7 @@ export class OpcUaSource implements Source {
       if (list) list.push(i);
       else groups.set(key, [i]);
     });
-    const nodeIds = await this.sessionNodeIds(conn.session);
+    const nodeIds = await this.sessionNodeIds(conn);
     const failed: Reading[] = [];
     const receivedAt = Date.now();
     for (const indexes of groups.values()) {
@@ -435,36 +527,37 @@ export class OpcUaSource implements Source {
           });
           return;
         }
-        conn.handles.set(handle, target);
+        conn.handles.set(handle, { target, item });
       });
     }
     if (failed.length > 0) this.ctx.readings(failed);
   }
 
-  /** Node ids as the session needs them: `nsu=<uri>;...` becomes the server's namespace index. */
-  private async sessionNodeIds(session: OpcUaSession): Promise<NodeIdObject[]> {
-    if (!this.config.items.some((i) => i.nodeId.startsWith('nsu='))) return this.nodeIds;
-    const namespaces = await session.readNamespaceArray();
-    return this.config.items.map((item, i) => {
-      const m = /^nsu=([^;]+);(.*)$/.exec(item.nodeId);
-      if (!m) return this.nodeIds[i]!;
-      const index = namespaces.indexOf(m[1]!);
-      if (index < 0) {
-        this.log.warn(
-          { nodeId: item.nodeId, namespaces },
-          `the OPC-UA server has no namespace ${m[1]}; ${item.asset}/${item.tag} will report BadNodeIdUnknown`,
-        );
-        return new NodeId(NodeId.NodeIdType.STRING, `vigil-unknown-namespace:${m[1]}`, 0);
-      }
-      return resolveNodeId(`ns=${index};${m[2]}`);
+  /**
+   * Node ids as the session needs them: `nsu=<uri>;...` becomes the server's namespace index, and
+   * the table it came from is kept on the connection for the check after a repair.
+   */
+  private async sessionNodeIds(conn: Connection): Promise<NodeIdObject[]> {
+    const ids = this.config.items.map((i) => i.nodeId);
+    if (!usesNamespaceUris(ids)) return this.nodeIds;
+    const namespaces = await readNamespaceTable(conn.session);
+    conn.namespaces = namespaces;
+    return resolveAgainst(ids, namespaces).map((resolved, i) => {
+      if (resolved.ok) return resolved.nodeId;
+      const item = this.config.items[i]!;
+      this.log.warn(
+        { nodeId: item.nodeId, namespaces },
+        `the OPC-UA server has no namespace ${resolved.missingUri}; ${item.asset}/${item.tag} will report BadNodeIdUnknown`,
+      );
+      return unknownNamespaceNodeId(resolved.missingUri);
     });
   }
 
   /** One publish response → one batch of readings. */
   private deliver(conn: Connection, msg: NotificationMessage): void {
     if (conn.closing || this.stopped) return;
-    if (conn.early) {
-      conn.early.push(msg);
+    if (conn.held) {
+      conn.held.push(msg);
       return;
     }
     const receivedAt = Date.now();
@@ -474,8 +567,8 @@ export class OpcUaSource implements Source {
         .monitoredItems;
       if (!items) continue; // events and status changes are not readings
       for (const { clientHandle, value } of items) {
-        const target = conn.handles.get(clientHandle);
-        if (!target) {
+        const monitored = conn.handles.get(clientHandle);
+        if (!monitored) {
           this.ctx.reject(
             'unknown_tag',
             `a value for monitored item ${clientHandle}, which Vigil did not ask for`,
@@ -483,12 +576,23 @@ export class OpcUaSource implements Source {
           );
           continue;
         }
-        const converted = toReading(this.name, target, value as Parameters<typeof toReading>[2], receivedAt);
+        const dv = value as DataValue;
+        const converted = toReading(this.name, monitored.target, dv, receivedAt);
         if (converted.ok) batch.push(converted.reading);
         else this.ctx.reject(converted.reason, converted.message, converted.origin);
+        if (hasOverflow(dv.statusCode)) this.warnOverflow(monitored.item, receivedAt);
       }
     }
     if (batch.length > 0) this.ctx.readings(batch);
+  }
+
+  private warnOverflow(item: OpcUaItem, now: number): void {
+    const due = this.overflows.due(`${item.asset}\u0000${item.tag}`, now);
+    if (!due.log) return;
+    this.log.warn(
+      { nodeId: item.nodeId, asset: item.asset, tag: item.tag, queueSize: item.queueSize },
+      overflowMessage(item, this.config.subscription.publishingIntervalMs, due.suppressed),
+    );
   }
 
   private async close(conn: Connection, why: string, graceMs = 3000): Promise<void> {
@@ -496,6 +600,7 @@ export class OpcUaSource implements Source {
     conn.closing = true;
     conn.release();
     clearInterval(conn.watchdog);
+    clearTimeout(conn.repairDeadline);
     this.log.debug({ why }, 'closing the OPC-UA session');
     await disconnect(conn.client, graceMs);
   }

@@ -29,10 +29,55 @@ export function qualityOf(status: StatusCode): ReadingQuality {
   return 'bad';
 }
 
-/** The code's own name without info bits' decoration (`BadSensorFailure`, `UncertainLastUsableValue`). */
+/**
+ * The info bits of a data value's status (Part 4, 7.34.1, bits 0-15) that a person should see:
+ * `Overflow` means the server's queue for the item was full and older samples were thrown away,
+ * the limit bits say the value is pinned at a limit of its source. They qualify the code without
+ * changing its severity, so a good value stays good, but they must not be dropped.
+ */
+const INFO_TYPE_MASK = 0x0c00;
+const INFO_TYPE_DATA_VALUE = 0x0400;
+const OVERFLOW_BIT = 0x0080;
+const LIMIT_NAMES: Record<number, string | undefined> = {
+  0x0100: 'LimitLow',
+  0x0200: 'LimitHigh',
+  0x0300: 'LimitConstant',
+};
+
+/**
+ * The names of the info bits that are set. Servers are to flag them with InfoType DataValue; a
+ * reserved InfoType means the bits carry something Vigil cannot know and are ignored, but a bit
+ * without any InfoType (node-opcua's own `makeStatusCode(Good, 'Overflow')` does that) still counts.
+ */
+export function infoBitNames(status: StatusCode): string[] {
+  const bits = status.value & 0xffff;
+  const names: string[] = [];
+  if (bits & 0x8000) names.push('StructureChanged');
+  if (bits & 0x4000) names.push('SemanticsChanged');
+  const infoType = bits & INFO_TYPE_MASK;
+  if (infoType === 0 || infoType === INFO_TYPE_DATA_VALUE) {
+    const limit = LIMIT_NAMES[bits & 0x0300];
+    if (limit) names.push(limit);
+    if (bits & OVERFLOW_BIT) names.push('Overflow');
+  }
+  return names;
+}
+
+/** Whether the server had to throw samples of this item away since the last notification. */
+export function hasOverflow(status: StatusCode): boolean {
+  return infoBitNames(status).includes('Overflow');
+}
+
+/**
+ * The code's name with the info bits that matter after a `#`: `BadSensorFailure`,
+ * `UncertainLastUsableValue`, `Good#Overflow`, `GoodClamped#LimitHigh`. Not node-opcua's own
+ * decoration, which also names the InfoType marker and spells a constant limit three times.
+ */
 export function statusName(status: StatusCode): string {
-  const name = status.name || `0x${status.value.toString(16).padStart(8, '0')}`;
-  return name.split('#')[0] ?? name;
+  const base = (status.value & 0xffff0000) >>> 0;
+  const name = status.name.split('#')[0] || `0x${base.toString(16).padStart(8, '0')}`;
+  const info = infoBitNames(status);
+  return info.length > 0 ? `${name}#${info.join('|')}` : name;
 }
 
 type Numeric = { kind: 'number'; value: number } | { kind: 'empty' } | { kind: 'not_a_number'; what: string };
@@ -109,6 +154,8 @@ export function toReading(source: string, target: ItemTarget, dv: DataValue, rec
       origin,
     };
   }
+  // Good with info bits (an overflow, a value at its limit) keeps them: the number is fine, but a
+  // person must be able to see that samples were lost on the way.
   const status = dv.statusCode.value === 0 ? undefined : statusName(dv.statusCode);
   return { ok: true, reading: { ...base, value: n.value, quality, ...(status ? { status } : {}) } };
 }

@@ -97,60 +97,97 @@ export class ModbusRtuPoller implements Source {
   private async run(): Promise<void> {
     while (!this.stopped) {
       const began = Date.now();
-      if (this.link.isOpen) await this.poll();
+      if (this.link.isOpen) {
+        try {
+          await this.poll();
+        } catch (err) {
+          // poll() guards each read and each register; this is the last line, so that a bug can
+          // cost one poll but never end polling while state() still says 'up'.
+          const message = `polling Modbus registers on ${this.config.path} failed unexpectedly: ${errorMessage(err)}; the next poll tries again`;
+          this.log.error({ err: errorMessage(err) }, message);
+          this.ctx.reject('malformed', message, this.origin);
+        }
+      }
       const left = this.config.pollIntervalMs - (Date.now() - began);
       await sleep(Math.max(left, 0), this.abort.signal);
     }
   }
 
-  /** One pass over every planned read; a failed read never keeps the others from being tried. */
+  /**
+   * One pass over every planned read; a failed read never keeps the others from being tried, and
+   * readings decoded before the pass is cut short (the port went away) are still handed over.
+   */
   private async poll(): Promise<void> {
     const batch: Reading[] = [];
     let answered = 0;
     let timedOut = 0;
-    for (const plan of this.plans) {
-      if (this.stopped || !this.link.isOpen) return;
-      this.client.setID(plan.unitId);
-      let words: number[];
-      try {
-        const res =
-          plan.table === 'holding'
-            ? await this.client.readHoldingRegisters(plan.start, plan.count)
-            : await this.client.readInputRegisters(plan.start, plan.count);
-        words = res.data;
-      } catch (err) {
-        const failure = this.classify(err, plan);
-        if (failure === undefined) return; // the port went away; the link says so and re-opens it
-        if (failure.reason === 'timeout') timedOut += 1;
+    let current: ReadPlan | undefined;
+    try {
+      for (const plan of this.plans) {
+        if (this.stopped || !this.link.isOpen) return;
+        current = plan;
+        const outcome = await this.read(plan, batch);
+        if (outcome === 'port_gone') return; // the link says so and re-opens the port
+        if (outcome === 'timeout') timedOut += 1;
         else answered += 1; // a bad answer is still an answer: something is on the line
-        this.ctx.reject(failure.reason, failure.message, this.origin);
+      }
+      this.noteAnswers(answered, timedOut);
+    } catch (err) {
+      // Not the device's doing that read() knows of (a bug, most likely): give up on the rest of
+      // this poll, not on polling.
+      const what = current ? `${describePlan(current)} on ${this.config.path}` : this.config.path;
+      const message = `reading ${what} failed unexpectedly: ${errorMessage(err)}; the next poll tries again`;
+      this.log.error({ err: errorMessage(err) }, message);
+      this.ctx.reject('malformed', message, this.origin);
+    } finally {
+      if (batch.length > 0) this.ctx.readings(batch);
+    }
+  }
+
+  /** One request: decodes its registers into `batch`, or counts why it failed. */
+  private async read(plan: ReadPlan, batch: Reading[]): Promise<'answered' | 'timeout' | 'port_gone'> {
+    let words: number[];
+    try {
+      this.client.setID(plan.unitId);
+      const res =
+        plan.table === 'holding'
+          ? await this.client.readHoldingRegisters(plan.start, plan.count)
+          : await this.client.readInputRegisters(plan.start, plan.count);
+      words = res.data;
+    } catch (err) {
+      const failure = this.classify(err, plan);
+      if (failure === undefined) return 'port_gone';
+      this.ctx.reject(failure.reason, failure.message, this.origin);
+      return failure.reason === 'timeout' ? 'timeout' : 'answered';
+    }
+    const receivedAt = Date.now();
+    for (const r of plan.registers) {
+      const where = `${r.asset}/${r.tag}: unit ${r.unitId} ${r.table} register ${r.address} (${r.type}) on ${this.config.path}`;
+      let value: number;
+      try {
+        value = decodeRegister(words, r.address - plan.start, r);
+      } catch (err) {
+        // An answer shorter than the request asked for: the other registers of it may still be
+        // fine. ctx.reject counts and logs it; a second log line here would only double that.
+        const message = `${where}: cannot decode the answer to ${describePlan(plan)} (${errorMessage(err)})`;
+        this.ctx.reject('malformed', message, this.origin);
         continue;
       }
-      answered += 1;
-      const receivedAt = Date.now();
-      for (const r of plan.registers) {
-        const value = decodeRegister(words, r.address - plan.start, r);
-        if (!Number.isFinite(value)) {
-          this.ctx.reject(
-            'not_finite',
-            `${r.asset}/${r.tag}: unit ${r.unitId} ${r.table} register ${r.address} (${r.type}) holds ${value}`,
-            this.origin,
-          );
-          continue;
-        }
-        batch.push({
-          source: this.name,
-          asset: r.asset,
-          tag: r.tag,
-          value,
-          quality: 'good',
-          sourceTime: receivedAt,
-          receivedAt,
-        });
+      if (!Number.isFinite(value)) {
+        this.ctx.reject('not_finite', `${where} holds ${value}`, this.origin);
+        continue;
       }
+      batch.push({
+        source: this.name,
+        asset: r.asset,
+        tag: r.tag,
+        value,
+        quality: 'good',
+        sourceTime: receivedAt,
+        receivedAt,
+      });
     }
-    if (batch.length > 0) this.ctx.readings(batch);
-    this.noteAnswers(answered, timedOut);
+    return 'answered';
   }
 
   private noteAnswers(answered: number, timedOut: number): void {

@@ -16,7 +16,7 @@ import { silentLogger } from '../log.js';
 import { LatencyRecorder, type LatencySummary } from '../pipeline/latency.js';
 import type { PipelineStats } from '../pipeline/pipeline.js';
 import { decodeAndResize, normalize } from '../pipeline/preprocess.js';
-import { repoRoot } from '../simulate/defaults.js';
+import { repoRoot } from './simulate/defaults.js';
 import { VERSION } from '../version.js';
 
 export interface BenchOptions {

@@ -2,7 +2,7 @@ import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { errorMessage } from '../errors.js';
 import { loadModelPackage } from '../model/package.js';
-import { repoRoot } from '../simulate/defaults.js';
+import { repoRoot } from './simulate/defaults.js';
 
 /** Folders under `dir` (three levels deep) that hold a vigil.json. */
 async function findPackages(dir: string, depth = 3): Promise<string[]> {

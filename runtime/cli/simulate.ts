@@ -14,9 +14,9 @@ import { ConfigError, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
 import { preferredOrFreePort } from '../net.js';
 import type { Alert, Result } from '../pipeline/result.js';
-import { DEFAULT_MODEL_PACKAGE, repoRoot, simulateConfig } from '../simulate/defaults.js';
-import { startPlant, telemetryReport, watchTelemetry } from '../simulate/plant-run.js';
-import { scoreAgainstTruth, type SimulateReport } from '../simulate/report.js';
+import { DEFAULT_MODEL_PACKAGE, repoRoot, simulateConfig } from './simulate/defaults.js';
+import { startPlant, telemetryReport, watchTelemetry } from './simulate/plant-run.js';
+import { scoreAgainstTruth, type SimulateReport } from './simulate/report.js';
 import { VERSION } from '../version.js';
 
 export interface SimulateOptions {
@@ -62,7 +62,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
     port: opts.mqttPort,
     log: log.child({ component: 'broker' }),
   });
-  if (broker.port !== opts.mqttPort)
+  if (opts.mqttPort !== 0 && broker.port !== opts.mqttPort)
     say(`port ${opts.mqttPort} is taken: the embedded MQTT broker listens on ${broker.port} instead`);
   const http = await preferredOrFreePort('127.0.0.1', opts.httpPort);
   if (http.moved) say(`port ${opts.httpPort} is taken: the ops HTTP server listens on ${http.port} instead`);

@@ -79,7 +79,7 @@ function walk(s: JsonSchema, key: string, required: boolean, rows: Row[]): void 
   if (s.additionalProperties && typeof s.additionalProperties === 'object') {
     const child = s.additionalProperties;
     if (child.properties || child.oneOf || child.anyOf)
-      walk({ ...child, description: undefined, default: undefined }, `${key}.<name>`, false, rows);
+      walk({ ...child, default: undefined }, `${key}.<name>`, false, rows);
   }
   if (s.type === 'array' && s.items?.properties) walk(s.items, `${key}[]`, false, rows);
 }

@@ -213,9 +213,15 @@ export const VigilConfig = z
     telemetry: TelemetryConfig.default(TELEMETRY_DEFAULTS).describe(
       'Checks and batching applied to the readings of every telemetry source',
     ),
-    models: z.record(name, ModelConfig).describe('Models by name'),
-    sources: z.record(name, SourceConfig).describe('Sources by name'),
-    pipelines: z.record(name, PipelineConfig).describe('Pipelines by name'),
+    models: z
+      .record(name, ModelConfig.describe('A model package and how to run it'))
+      .describe('Models by name'),
+    sources: z
+      .record(name, SourceConfig.describe('One source; `type` chooses which kind, with its settings below'))
+      .describe('Sources by name'),
+    pipelines: z
+      .record(name, PipelineConfig.describe('Which sources feed which model, with its budget'))
+      .describe('Pipelines by name'),
   })
   .describe('Vigil configuration');
 export type VigilConfig = z.infer<typeof VigilConfig>;

@@ -143,7 +143,7 @@ export class Metrics {
   });
   readonly readingsDropped = new Counter({
     name: 'vigil_readings_dropped_total',
-    help: 'Accepted readings dropped before they were stored, by reason (store_backlog)',
+    help: 'Accepted readings dropped before they were stored, by reason (store_backlog, store_rejected, shutdown)',
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });

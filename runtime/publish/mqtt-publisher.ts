@@ -4,6 +4,7 @@ import { connect, type IClientOptions, type IClientPublishOptions, type MqttClie
 import type { MqttConfig } from '../config/schema.js';
 import { VigilError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import { redactUrl, refusalCode, withTimeout } from '../mqtt-connect.js';
 import type { Alert, Result } from '../pipeline/result.js';
 import { topicsFor, type Topics } from './topics.js';
 
@@ -66,26 +67,10 @@ export interface MqttPublisherOptions {
   replayBatch?: number;
 }
 
+// Shared with the telemetry sources' MQTT clients; re-exported because callers imported it from here.
+export { redactUrl };
+
 type ConnectionState = 'idle' | 'connected' | 'disconnected' | 'refused' | 'stopped';
-
-/** CONNACK codes that mean "your credentials or identity are not accepted" (v3.1.1 and v5). */
-const REFUSAL_CODES = new Set([2, 4, 5, 133, 134, 135, 138]);
-
-function refusalCode(err: Error): number | undefined {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'number' && REFUSAL_CODES.has(code) ? code : undefined;
-}
-
-/** The broker URL without any password, for logs and messages. */
-export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url;
-  }
-}
 
 function readPem(file: string, key: string): Buffer {
   try {
@@ -97,22 +82,6 @@ function readPem(file: string, key: string): Buffer {
       { cause: err, detail: { key, file } },
     );
   }
-}
-
-function withTimeout<T>(promise: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(onTimeout()), ms);
-    promise.then(
-      (v) => {
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e: unknown) => {
-        clearTimeout(timer);
-        reject(e instanceof Error ? e : new Error(String(e)));
-      },
-    );
-  });
 }
 
 export class MqttPublisher {

@@ -77,29 +77,33 @@ export class ReadingTable {
     return rows.map(toReading);
   }
 
-  /** The newest reading per asset and tag (for the status page and API). */
-  latest(limit = 500): StoredReading[] {
-    const rows = this.db
+  /**
+   * Deletes at most `chunk` readings: first those received before `cutoff`, then the oldest
+   * beyond `maxRows`. Bounded so that a pass never blocks the event loop for long; `more` says
+   * whether another pass has work left.
+   */
+  applyRetention(cutoff: number, maxRows: number, chunk: number): { deleted: number; more: boolean } {
+    let deleted = this.db
       .prepare(
-        `SELECT r.* FROM readings r
-         JOIN (SELECT max(id) AS id FROM readings GROUP BY source, asset, tag) m ON m.id = r.id
-         ORDER BY r.asset, r.tag LIMIT ?`,
+        'DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE received_at < ? ORDER BY received_at LIMIT ?)',
       )
-      .all(limit) as ReadingRow[];
-    return rows.map(toReading);
-  }
-
-  /** Deletes readings received before `cutoff`, then the oldest beyond `maxRows`; returns how many went. */
-  applyRetention(cutoff: number, maxRows: number): number {
-    let deleted = this.db.prepare('DELETE FROM readings WHERE received_at < ?').run(cutoff).changes;
-    const row = this.db.prepare('SELECT count(*) AS n FROM readings').get() as { n: number };
-    const excess = row.n - maxRows;
-    if (excess > 0) {
-      deleted += this.db
-        .prepare('DELETE FROM readings WHERE id IN (SELECT id FROM readings ORDER BY id ASC LIMIT ?)')
-        .run(excess).changes;
+      .run(cutoff, chunk).changes;
+    if (deleted === chunk) return { deleted, more: true };
+    // Ids only grow, so every id above (newest id - maxRows) fits within the cap: deleting up to
+    // that id keeps at most maxRows rows without counting them.
+    const top = (this.db.prepare('SELECT max(id) AS top FROM readings').get() as { top: number | null }).top;
+    if (top !== null && top > maxRows) {
+      const bound = top - maxRows;
+      const left = chunk - deleted;
+      const n = this.db
+        .prepare(
+          'DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE id <= ? ORDER BY id LIMIT ?)',
+        )
+        .run(bound, left).changes;
+      deleted += n;
+      if (n === left) return { deleted, more: true };
     }
-    return deleted;
+    return { deleted, more: false };
   }
 }
 

@@ -36,6 +36,8 @@ export interface RetentionOutcome {
   resultsDeleted: number;
   alertsDeleted: number;
   readingsDeleted: number;
+  /** More readings are due for deletion than one pass removes: run another pass soon. */
+  readingsMore: boolean;
 }
 
 /** A stored alert with its delivery state, for the API and status page. */
@@ -208,11 +210,6 @@ export class Store {
     return this.guard('read readings', () => this.readings.list(filter, limit));
   }
 
-  /** The newest reading of every source, asset and tag. */
-  latestReadings(limit = 500): StoredReading[] {
-    return this.guard('read the latest readings', () => this.readings.latest(limit));
-  }
-
   /** Marks an alert as acknowledged by the broker (time in ms since the epoch). */
   markAlertPublished(id: string, at: number): void {
     this.guard('mark an alert published', () => this.markPublished.run(at, id));
@@ -290,9 +287,10 @@ export class Store {
   /**
    * Deletes results and readings older than retentionHours, delivered alerts older than that
    * (undelivered ones stay in the outbox whatever their age), then the oldest results beyond
-   * maxRows and the oldest readings beyond maxReadings.
+   * maxRows and the oldest readings beyond maxReadings (at most `readingChunk` readings per pass;
+   * `readingsMore` asks for another).
    */
-  applyRetention(now: number = Date.now()): RetentionOutcome {
+  applyRetention(now: number = Date.now(), readingChunk = 50_000): RetentionOutcome {
     return this.guard('apply retention', () =>
       this.db.transaction((): RetentionOutcome => {
         const cutoff = now - this.cfg.retentionHours * 3_600_000;
@@ -309,14 +307,15 @@ export class Store {
             )
             .run(excess).changes;
         }
-        const readingsDeleted = this.readings.applyRetention(cutoff, this.cfg.maxReadings);
+        const readings = this.readings.applyRetention(cutoff, this.cfg.maxReadings, readingChunk);
+        const readingsDeleted = readings.deleted;
         if (resultsDeleted > 0 || alertsDeleted > 0 || readingsDeleted > 0) {
           this.log.info(
             { resultsDeleted, alertsDeleted, readingsDeleted, cutoff },
             'store retention applied',
           );
         }
-        return { resultsDeleted, alertsDeleted, readingsDeleted };
+        return { resultsDeleted, alertsDeleted, readingsDeleted, readingsMore: readings.more };
       })(),
     );
   }

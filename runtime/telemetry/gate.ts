@@ -33,6 +33,10 @@ export class ReadingGate {
     const where = `${r.asset}/${r.tag}`;
     if (typeof r.asset !== 'string' || r.asset === '' || typeof r.tag !== 'string' || r.tag === '')
       return { reason: 'unknown_tag', message: 'a reading without an asset or tag name' };
+    if (typeof r.receivedAt !== 'number' || !Number.isFinite(r.receivedAt))
+      return { reason: 'malformed', message: `${where}: no receive time` };
+    if (r.status !== undefined && r.status !== null && typeof r.status !== 'string')
+      return { reason: 'malformed', message: `${where}: status ${describe(r.status)} is not a name` };
     if (!QUALITIES.has(r.quality))
       return {
         reason: 'malformed',
@@ -68,7 +72,10 @@ export class ReadingGate {
       if (t < now - this.maxAgeMs)
         return {
           reason: 'bad_timestamp',
-          message: `${where}: ${name} ${iso(t)} is older than telemetry.maxAgeSeconds (${this.maxAgeMs / 1000} s); check the device clock`,
+          message:
+            t >= 1e9 && t < 1e10 && Math.abs(t * 1000 - now) <= this.maxAgeMs
+              ? `${where}: ${name} ${t} looks like seconds since the epoch, not milliseconds; set the source's timestamp format to s (timestampFormat or timeFormat)`
+              : `${where}: ${name} ${iso(t)} is older than telemetry.maxAgeSeconds (${this.maxAgeMs / 1000} s); check the device clock`,
         };
     }
     return undefined;

@@ -28,6 +28,10 @@ type StatusCode = InstanceType<typeof client.StatusCode>;
  * uncertain quality without one becomes plain Bad / Uncertain) and the source timestamp
  * (snapshot.time). A bad value carries no number (a Null variant), as a PLC reports a broken
  * sensor.
+ *
+ * With `plantNamespace` the plant lives in a namespace of that URI instead, registered after
+ * `extraNamespaces`: its index then depends on the configuration, as on a gateway whose namespace
+ * table is built from the modules it loads.
  */
 
 export type SimSecurityMode = 'None' | 'Sign' | 'SignAndEncrypt';
@@ -51,6 +55,17 @@ export interface SimOpcUaServerOptions {
    * a client certificate must be in `<pkiFolder>/trusted/certs`.
    */
   trustAllClients?: boolean;
+  /**
+   * URI of a namespace of its own for the plant, registered after the server's own namespace (1)
+   * and after `extraNamespaces`; clients then name the nodes `nsu=<uri>;s=<asset>.<tag>`. Default:
+   * the plant is in namespace 1, `urn:vigil:simulator`.
+   */
+  plantNamespace?: string;
+  /**
+   * Empty namespaces registered before the plant's own, each one moving `plantNamespace` one index
+   * further: a server restarted with this list changed renumbers the plant's nodes.
+   */
+  extraNamespaces?: readonly string[];
   /** Fastest sampling the variables allow, in ms (default 50). */
   minimumSamplingIntervalMs?: number;
   log?: (line: string) => void;
@@ -185,7 +200,10 @@ export class SimOpcUaServer {
   private populate(opcua: InstanceType<typeof OPCUAServer>): void {
     const addressSpace = opcua.engine.addressSpace;
     if (!addressSpace) throw new Error('OPC-UA simulator: the address space was not created');
-    const namespace = addressSpace.getOwnNamespace();
+    for (const uri of this.options.extraNamespaces ?? []) addressSpace.registerNamespace(uri);
+    const namespace = this.options.plantNamespace
+      ? addressSpace.registerNamespace(this.options.plantNamespace)
+      : addressSpace.getOwnNamespace();
     const plant = namespace.addFolder(addressSpace.rootFolder.objects, {
       nodeId: 's=Plant',
       browseName: 'Plant',

@@ -202,6 +202,14 @@ export class Plant {
     });
   }
 
+  /**
+   * Plays a protocol fault now rather than at a scenario time: for tests that must wait until a
+   * client is connected before they take its server away.
+   */
+  async inject(e: Pick<ProtocolFaultEvent, 'action' | 'kind' | 'protocol' | 'assets'>): Promise<void> {
+    await this.onFault({ ...e, atSeconds: this.built.clock.wallSeconds(), fault: -1 });
+  }
+
   private async onFault(e: ProtocolFaultEvent): Promise<void> {
     const what = `${e.kind} ${e.action === 'down' ? 'begins' : 'ends'} (${e.assets.join(', ')})`;
     this.log(`fault: ${what}`);

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import type { SimMachine } from '../machines/types.js';
 import { DevicePort } from './device-port.js';
 import { readPtySettings, uartReceive, type PtySettings, type UartFraming } from './uart.js';
@@ -25,9 +26,14 @@ export interface SimLineDeviceOptions {
   stopBits?: 1 | 2;
   /** Line end: default '\n'. */
   delimiter?: string;
-  /** How often the host's settings are looked at, default 250 ms. */
+  /**
+   * How often the host's settings are looked at (each look runs `stty`), default
+   * DEFAULT_SETTINGS_POLL_MS. An integrator changes a baud rate by hand, so seconds are fine.
+   */
   settingsPollMs?: number;
 }
+
+export const DEFAULT_SETTINGS_POLL_MS = 1000;
 
 /**
  * A sensor box on a serial line that prints one line of its machine's values per tick, as many
@@ -45,6 +51,8 @@ export class SimLineDevice {
   private running = false;
   /** Lines written as the device meant them (scrambled ones included). */
   linesSent = 0;
+  /** Times the host's settings were read (`stty` runs). */
+  settingsReads = 0;
 
   constructor(private readonly options: SimLineDeviceOptions) {
     this.port = new DevicePort(options.path, () => undefined);
@@ -61,10 +69,18 @@ export class SimLineDevice {
     return ['asset', 'time', ...machine.tags.map((t) => t.name)];
   }
 
-  /** True while the host's settings differ from the device's, i.e. while lines arrive scrambled. */
+  /**
+   * True while the host's settings differ from the device's, i.e. while lines arrive scrambled.
+   * A host end nobody has set up yet counts as matching: were it taken for a mismatch, a host that
+   * opens the port with the right settings would get garbage until the next look.
+   */
   get mismatched(): boolean {
     const h = this.host;
-    return h !== undefined && (h.baudRate !== this.framing.baudRate || h.stopBits !== this.framing.stopBits);
+    return (
+      h !== undefined &&
+      h.configured &&
+      (h.baudRate !== this.framing.baudRate || h.stopBits !== this.framing.stopBits)
+    );
   }
 
   async start(): Promise<void> {
@@ -73,7 +89,10 @@ export class SimLineDevice {
     await this.port.start();
     if (this.options.hostPath !== undefined) {
       await this.checkHost();
-      this.settingsTimer = setInterval(() => void this.checkHost(), this.options.settingsPollMs ?? 250);
+      this.settingsTimer = setInterval(
+        () => void this.checkHost(),
+        this.options.settingsPollMs ?? DEFAULT_SETTINGS_POLL_MS,
+      );
     }
     this.tickTimer = setInterval(() => this.tick(), 1000 / this.options.rateHz);
   }
@@ -125,10 +144,13 @@ export class SimLineDevice {
   }
 
   private async checkHost(): Promise<void> {
-    if (this.checking || this.options.hostPath === undefined) return;
+    const hostPath = this.options.hostPath;
+    // No stty while the cable is out: the last known settings stand anyway.
+    if (this.checking || hostPath === undefined || !existsSync(hostPath)) return;
     this.checking = true;
     try {
-      const s = await readPtySettings(this.options.hostPath);
+      this.settingsReads += 1;
+      const s = await readPtySettings(hostPath);
       if (s) this.host = s; // keep the last known while the cable is out
     } finally {
       this.checking = false;

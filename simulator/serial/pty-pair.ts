@@ -3,6 +3,32 @@ import { lstat, mkdtemp, rm, unlink } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 
+/** socat processes still running, killed when this process exits without having stopped them. */
+const liveSocat = new Set<number>();
+let exitHookInstalled = false;
+
+function trackSocat(child: ChildProcess): void {
+  const pid = child.pid;
+  if (pid === undefined) return; // failed to spawn; its 'error' event says why
+  liveSocat.add(pid);
+  child.once('exit', () => liveSocat.delete(pid));
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  // A test run or simulator that dies (process.exit, an uncaught error) without stop() would
+  // otherwise leave socat and its ptys behind for good. 'exit' handlers must be synchronous;
+  // SIGTERM lets socat remove its links on the way out.
+  process.on('exit', () => {
+    for (const p of liveSocat) {
+      try {
+        process.kill(p, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+    liveSocat.clear();
+  });
+}
+
 /**
  * A null-modem cable between two pseudo-terminals, made by socat: whatever is written to one end
  * comes out of the other. Vigil opens `hostPath` as it would open /dev/ttyUSB0; a simulated
@@ -47,6 +73,8 @@ export class PtyPair {
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
     this.socat = child;
+    trackSocat(child);
+    let ready = false;
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(
         () => fail(new Error(`socat did not create the pty pair in 5 s: ${this.stderrTail}`)),
@@ -77,11 +105,14 @@ export class PtyPair {
             : err,
         ),
       );
-      child.once('exit', (code, signal) =>
-        fail(new Error(`socat exited (${signal ?? code}) before the pty pair was ready: ${this.stderrTail}`)),
-      );
+      child.once('exit', (code, signal) => {
+        if (!ready)
+          fail(
+            new Error(`socat exited (${signal ?? code}) before the pty pair was ready: ${this.stderrTail}`),
+          );
+      });
     });
-    child.removeAllListeners('exit');
+    ready = true;
     child.removeAllListeners('error');
     child.on('error', () => undefined);
     child.stderr?.removeAllListeners('data');

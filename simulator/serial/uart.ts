@@ -76,14 +76,19 @@ export function uartReceive(bytes: Uint8Array, tx: UartFraming, rx: UartFraming)
 export interface PtySettings {
   baudRate: number;
   stopBits: 1 | 2;
+  /**
+   * Whether a serial program has set the line up: they all set CLOCAL (ignore modem lines), which
+   * a fresh pty lacks. Until then its speed is the kernel's default, not anybody's choice.
+   */
+  configured: boolean;
 }
 
 /** Parses `stty -a` output; undefined when it has no speed (not a tty). */
 export function parseStty(output: string): PtySettings | undefined {
   const speed = /speed (\d+) baud/.exec(output);
   if (!speed) return undefined;
-  const cstopb = /(?:^|\s)(-?)cstopb(?:\s|$)/m.exec(output);
-  return { baudRate: Number(speed[1]), stopBits: cstopb && cstopb[1] === '' ? 2 : 1 };
+  const flag = (name: string) => new RegExp(`(?:^|\\s)${name}(?:\\s|$)`, 'm').test(output);
+  return { baudRate: Number(speed[1]), stopBits: flag('cstopb') ? 2 : 1, configured: flag('clocal') };
 }
 
 /**

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import type { SimulateReport } from '../../runtime/simulate/report.js';
+import type { SimulateReport } from '../../runtime/cli/simulate/report.js';
 import { CLI } from '../helpers/daemon.js';
 
 const run = promisify(execFile);

@@ -5,7 +5,7 @@ import Database from 'better-sqlite3';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { stringify } from 'yaml';
-import { plantSources } from '../../runtime/simulate/telemetry-sources.js';
+import { plantSources } from '../../runtime/cli/simulate/telemetry-sources.js';
 import { Plant } from '../../simulator/plant/plant.js';
 import { loadScenarioText } from '../../simulator/scenario/load.js';
 import { startDaemon, metricValue, waitFor, type RunningDaemon } from '../helpers/daemon.js';
@@ -45,10 +45,8 @@ machines:
     cycleSeconds: 60
     expose: { mqtt: { format: sparkplug, rateHz: 5 } }
 faults:
-  - { kind: server-restart, asset: pump-1, at: 6, downSeconds: 2 }
-  - { kind: cable-pull, asset: spindle-1, at: 6, downSeconds: 2 }
-  - { kind: status, asset: pump-1, tag: pressure, at: 2, durationSeconds: 3, status: BadSensorFailure }
-  - { kind: status, asset: pump-3, tag: current, at: 2, durationSeconds: 3, status: BadSensorFailure }
+  - { kind: status, asset: pump-1, tag: pressure, at: 1, durationSeconds: 3600, status: BadSensorFailure }
+  - { kind: status, asset: pump-3, tag: current, at: 1, durationSeconds: 3600, status: BadSensorFailure }
 `;
 
 let dir: string;
@@ -168,7 +166,22 @@ describe('telemetry end to end (vigil run, real protocols)', () => {
   }, 30_000);
 
   it('comes back after an OPC-UA server restart and a serial cable pull, counting the reconnects', async () => {
-    for (const source of ['opcua', 'serial-spindle-1']) {
+    // The outages start only once both sources are connected, so that each is a real reconnect.
+    const outages: Array<{ source: string; fault: Omit<Parameters<Plant['inject']>[0], 'action'> }> = [
+      { source: 'opcua', fault: { kind: 'server-restart', protocol: 'opcua', assets: ['pump-1'] } },
+      {
+        source: 'serial-spindle-1',
+        fault: { kind: 'cable-pull', protocol: 'serial', assets: ['spindle-1'] },
+      },
+    ];
+    for (const { fault } of outages) await plant.inject({ ...fault, action: 'down' });
+    for (const { source } of outages)
+      await waitFor(`${source} to notice the outage`, async () =>
+        metricValue(await metrics(), 'vigil_source_up', { source }) === 0 ? true : undefined,
+      );
+    await new Promise((r) => setTimeout(r, 1000));
+    for (const { fault } of outages) await plant.inject({ ...fault, action: 'up' });
+    for (const { source } of outages) {
       await waitFor(
         `a reconnect of ${source}`,
         async () =>
@@ -182,7 +195,17 @@ describe('telemetry end to end (vigil run, real protocols)', () => {
     }
   }, 60_000);
 
-  it('stores every reading with asset, tag, quality and timestamps', async () => {
+  it('stores every reading with asset, tag, quality and timestamps, and loses none it accepted', async () => {
+    const m = await metrics();
+    const accepted = SOURCES.reduce(
+      (n, source) =>
+        n +
+        ['good', 'uncertain', 'bad'].reduce(
+          (k, quality) => k + metricValue(m, 'vigil_readings_total', { source, quality }),
+          0,
+        ),
+      0,
+    );
     await daemon.stop();
     const db = new Database(dbFile, { readonly: true });
     try {
@@ -192,6 +215,8 @@ describe('telemetry end to end (vigil run, real protocols)', () => {
         )
         .all() as Array<{ source: string; n: number; stamped: number; served: number }>;
       const found = Object.fromEntries(bySource.map((r) => [r.source, r]));
+      // Everything accepted until the stop, and whatever came in after, is in the file.
+      expect(bySource.reduce((n, r) => n + r.n, 0)).toBeGreaterThanOrEqual(accepted);
       for (const s of SOURCES) expect(found[s]?.n, s).toBeGreaterThan(0);
       // OPC-UA keeps the server's timestamp next to the device's.
       expect(found.opcua!.served).toBe(found.opcua!.n);
@@ -214,7 +239,7 @@ describe('telemetry end to end (vigil run, real protocols)', () => {
       expect(failed).toEqual(
         expect.arrayContaining([
           { source: 'opcua', status: 'BadSensorFailure', value: null },
-          { source: 'mqtt-json', status: 'NullValue', value: null },
+          { source: 'mqtt-json', status: 'NoValue', value: null },
         ]),
       );
       const pump9 = db

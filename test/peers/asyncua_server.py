@@ -11,13 +11,15 @@ namespace `urn:vigil:peer`:
 
 with source timestamps set by the server when it writes. Options:
 
-  --port N                 TCP port on 127.0.0.1 (required)
+  --port N                 TCP port on 127.0.0.1; 0 (the default) lets the OS pick a free one, and
+                           READY says which: no window in which another process could take it
   --security LIST          endpoints offered, comma-separated: None, SignAndEncrypt (default None)
   --cert FILE --key FILE   PEM certificate and key, for SignAndEncrypt (Basic256Sha256)
   --user NAME --password P only this user may log in (no anonymous sessions)
 
-Prints `READY <endpoint> <namespace index>` on stdout once it listens, and stops when stdin is
-closed (so it never outlives the test that started it) or on SIGTERM.
+Prints `READY <endpoint> <namespace index>` on stdout once it listens (the endpoint with the port it
+really listens on), and stops when stdin is closed (so it never outlives the test that started it)
+or on SIGTERM.
 """
 
 import argparse
@@ -53,7 +55,7 @@ async def wait_for_stdin_eof() -> None:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--security", default="None")
     parser.add_argument("--cert")
     parser.add_argument("--key")
@@ -109,7 +111,11 @@ async def main() -> None:
     async with server:
         await write(broken, None, ua.StatusCodes.BadSensorFailure)
         await write(stale, 7.5, ua.StatusCodes.UncertainLastUsableValue)
-        print(f"READY {endpoint} {idx}", flush=True)
+        # The port the socket is bound to: the one asked for, or the OS's pick for port 0. Clients
+        # may still use the endpoint URL with it: asyncua answers GetEndpoints with the URL the
+        # client asked on.
+        port = server.bserver.port if server.bserver else args.port
+        print(f"READY opc.tcp://127.0.0.1:{port}/ {idx}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -109,11 +109,21 @@ describe('Store', () => {
     store.saveResult(fresh.result);
     store.markAlertPublished('alert-1', now - HOUR);
 
-    expect(store.applyRetention(now)).toEqual({ resultsDeleted: 2, alertsDeleted: 1, readingsDeleted: 0 });
+    expect(store.applyRetention(now)).toEqual({
+      resultsDeleted: 2,
+      alertsDeleted: 1,
+      readingsDeleted: 0,
+      readingsMore: false,
+    });
     expect(store.countResults()).toBe(1);
     expect(store.unpublishedAlerts(10).map((a) => a.id)).toEqual(['alert-2']);
     expect(store.countAlerts()).toBe(1);
-    expect(store.applyRetention(now)).toEqual({ resultsDeleted: 0, alertsDeleted: 0, readingsDeleted: 0 });
+    expect(store.applyRetention(now)).toEqual({
+      resultsDeleted: 0,
+      alertsDeleted: 0,
+      readingsDeleted: 0,
+      readingsMore: false,
+    });
   });
 
   it('caps results at maxRows, oldest first', () => {
@@ -121,7 +131,12 @@ describe('Store', () => {
     store = Store.open(dbFile, { ...cfg, maxRows: 3, retentionHours: 10_000 }, silentLogger());
     const now = 1_700_000_010_000;
     for (let n = 0; n < 5; n++) store.saveResult(makeResult(n, { producedAt: now - 5_000 + n }).result);
-    expect(store.applyRetention(now)).toEqual({ resultsDeleted: 2, alertsDeleted: 0, readingsDeleted: 0 });
+    expect(store.applyRetention(now)).toEqual({
+      resultsDeleted: 2,
+      alertsDeleted: 0,
+      readingsDeleted: 0,
+      readingsMore: false,
+    });
     expect(store.getResultBySampleId('sample-0')).toBeUndefined();
     expect(store.getResultBySampleId('sample-1')).toBeUndefined();
     expect(store.getResultBySampleId('sample-2')).toBeDefined();
@@ -192,13 +207,13 @@ describe('Store readings', () => {
       expect(all[0]!.sourceTime).toBe(now - 5);
       expect(all[1]!.serverTime).toBeNull();
       expect(s.countReadings({ quality: 'bad' })).toBe(1);
-      expect(s.latestReadings().length).toBe(3);
 
       s.saveReadings([{ ...base, tag: 'temperature', value: 22, quality: 'good' }]);
       s.saveReadings([{ ...base, tag: 'old', value: 1, quality: 'good', receivedAt: now - 2 * 3600_000 }]);
-      const outcome = s.applyRetention(now);
-      // One too old, then one more beyond maxReadings (3), oldest first.
-      expect(outcome.readingsDeleted).toBe(2);
+      // One too old, then one more beyond maxReadings (3), oldest first; one reading per pass.
+      expect(s.applyRetention(now, 1)).toMatchObject({ readingsDeleted: 1, readingsMore: true });
+      expect(s.applyRetention(now, 1)).toMatchObject({ readingsDeleted: 1, readingsMore: true });
+      expect(s.applyRetention(now, 1)).toMatchObject({ readingsDeleted: 0, readingsMore: false });
       expect(s.listReadings().map((x) => x.tag)).toEqual(['pressure', 'speed', 'temperature']);
     } finally {
       s.close();

@@ -43,6 +43,13 @@ describe('ReadingGate', () => {
     [{ serverTime: Number.NaN }, 'bad_timestamp', 'server timestamp NaN is not a time'],
     [{ quality: 'great' as Reading['quality'] }, 'malformed', "quality 'great'"],
     [{ tag: '' }, 'unknown_tag', 'without an asset or tag'],
+    [{ receivedAt: undefined as unknown as number }, 'malformed', 'no receive time'],
+    [{ status: 42 as unknown as string }, 'malformed', 'status 42 is not a name'],
+    [
+      { sourceTime: Math.round((NOW - 60_000) / 1000) },
+      'bad_timestamp',
+      'looks like seconds since the epoch',
+    ],
   ])('refuses %o as %s', (over, reason, message) => {
     const refusal = gate.check(reading(over), NOW);
     expect(refusal?.reason).toBe(reason);

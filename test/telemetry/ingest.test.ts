@@ -25,11 +25,17 @@ function r(value: number | null, over: Partial<Reading> = {}): Reading {
 class FlakySink implements ReadingSink {
   readonly written: Reading[][] = [];
   failures = 0;
+  calls = 0;
+  /** Readings with this value are refused for their content, as SQLite refuses a value it cannot bind. */
+  poison: number | undefined;
   saveReadings(batch: readonly Reading[]): void {
+    this.calls += 1;
     if (this.failures > 0) {
       this.failures -= 1;
-      throw new Error('disk I/O error');
+      throw Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR' });
     }
+    if (batch.some((r) => r.value === this.poison))
+      throw new Error('store refused', { cause: new TypeError('SQLite3 can only bind numbers, strings...') });
     this.written.push([...batch]);
   }
 }
@@ -119,5 +125,77 @@ describe('TelemetryIngest', () => {
     sink.failures = 0;
     ingest.flush();
     expect(sink.written.flat().map((x) => x.value)).toEqual([3, 4, 5]);
+  });
+
+  it('does not hammer a failing store with every message, and retries it on a timer', async () => {
+    const sink = new FlakySink();
+    sink.failures = 1;
+    const metrics = new Metrics({ processMetrics: false });
+    ingest = new TelemetryIngest({ sink, metrics, log, batchSize: 2, flushIntervalMs: 10_000, retryMs: 50 });
+    ingest.accept('s', [r(1), r(2)], gate, log);
+    expect(sink.calls).toBe(1);
+    for (let i = 0; i < 50; i++) ingest.accept('s', [r(3), r(4)], gate, log);
+    expect(sink.calls).toBe(1);
+    await new Promise((res) => setTimeout(res, 300));
+    expect(ingest.pendingCount).toBe(0);
+    expect(sink.written.flat()).toHaveLength(102);
+  });
+
+  it('drains a large backlog over several turns of the event loop, in order', async () => {
+    const sink = new FlakySink();
+    ingest = new TelemetryIngest({
+      sink,
+      metrics: new Metrics({ processMetrics: false }),
+      log,
+      batchSize: 10,
+      flushIntervalMs: 10_000,
+    });
+    sink.failures = 1;
+    // Tag v has no range limit in this gate.
+    ingest.accept(
+      's',
+      Array.from({ length: 10 }, (_, i) => r(i, { tag: 'v' })),
+      gate,
+      log,
+    );
+    ingest.accept(
+      's',
+      Array.from({ length: 990 }, (_, i) => r(10 + i, { tag: 'v' })),
+      gate,
+      log,
+    );
+    ingest.flush();
+    // One turn writes at most ten batches; the rest follows without blocking.
+    expect(sink.written).toHaveLength(10);
+    await new Promise((res) => setTimeout(res, 50));
+    expect(sink.written.flat().map((x) => x.value)).toEqual(Array.from({ length: 1000 }, (_, i) => i));
+  });
+
+  it('stores the rest of a batch the store refused for one reading, and drops only that one', async () => {
+    const sink = new FlakySink();
+    sink.poison = 2;
+    const metrics = new Metrics({ processMetrics: false });
+    ingest = new TelemetryIngest({ sink, metrics, log, batchSize: 3, flushIntervalMs: 10_000 });
+    ingest.accept('s', [r(1), r(2), r(3), r(4)], gate, log);
+    ingest.flush();
+    expect(sink.written.flat().map((x) => x.value)).toEqual([1, 3, 4]);
+    expect(await metric(metrics, 'vigil_readings_dropped_total', { reason: 'store_rejected' })).toBe(1);
+    expect(ingest.pendingCount).toBe(0);
+  });
+
+  it('keeps the latest reading per series in memory, and refuses (counting) readings after close', async () => {
+    const sink = new FlakySink();
+    const metrics = new Metrics({ processMetrics: false });
+    ingest = new TelemetryIngest({ sink, metrics, log, batchSize: 100, flushIntervalMs: 10_000 });
+    ingest.accept('s', [r(1), r(2, { tag: 'u' }), r(3)], gate, log);
+    expect(ingest.latest().map((x) => [x.tag, x.value])).toEqual([
+      ['t', 3],
+      ['u', 2],
+    ]);
+    ingest.close();
+    expect(sink.written.flat()).toHaveLength(3);
+    ingest.accept('s', [r(4)], gate, log);
+    expect(ingest.pendingCount).toBe(0);
+    expect(await metric(metrics, 'vigil_readings_dropped_total', { reason: 'shutdown' })).toBe(1);
   });
 });

@@ -9,7 +9,7 @@ const Listen = z.strictObject({
 
 export const CameraFolderSource = z
   .strictObject({
-    type: z.literal('camera-folder'),
+    type: z.literal('camera-folder').describe('A watched folder'),
     path: z.string().min(1).describe('Folder the camera drops image files into (FTP/SMB target)'),
     extensions: z
       .array(z.string().regex(/^\.[a-z0-9]+$/, 'a lower-case extension with its dot, like .jpg'))
@@ -36,7 +36,7 @@ export const CameraFolderSource = z
 
 export const CameraHttpSource = z
   .strictObject({
-    type: z.literal('camera-http'),
+    type: z.literal('camera-http').describe('An HTTP ingest endpoint'),
     listen: Listen.default({ host: '127.0.0.1', port: 8471 }).describe('Where the ingest endpoint listens'),
     path: z
       .string()

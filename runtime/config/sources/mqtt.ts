@@ -6,20 +6,17 @@ import { Reconnect, TagLimits, TagName } from './telemetry.js';
  * subscribe as a client of an existing broker (the plant's, not Vigil's own alert broker).
  */
 
+const ClientId = z.string().min(1).max(200).optional();
+
 /** The broker connection both MQTT sources share, in the style of the top-level `mqtt` section. */
 export const MqttConnectionFields = {
   url: z
     .string()
     .regex(/^(mqtts?|wss?|tcp|ssl):\/\/[^/?#]+/, 'an MQTT URL such as mqtt://host:1883 or mqtts://host:8883')
     .describe('Broker URL to subscribe at; mqtts:// for TLS'),
-  clientId: z
-    .string()
-    .min(1)
-    .max(200)
-    .optional()
-    .describe(
-      'MQTT client id; default vigil-<source name>-<random>, so that two gateways never take over each other’s session',
-    ),
+  clientId: ClientId.describe(
+    'MQTT client id; it must be unique on the broker (two clients with one id keep disconnecting each other); default vigil-<source name>-<random>',
+  ),
   username: z.string().optional().describe('User name, when the broker requires one'),
   password: z
     .string()
@@ -95,7 +92,7 @@ export const MqttJsonSubscription = z
       'Instead of asset: the payload field holding the asset id (a string or number)',
     ),
     tags: z
-      .record(TagName, PayloadPath)
+      .record(TagName, PayloadPath.describe('Path of the tag’s value in the payload'))
       .optional()
       .describe(
         'Tag name → path of its value in the payload (data.temp, values.0); true/false count as 1/0, null as a bad reading; a tag absent from a message is skipped',
@@ -149,12 +146,17 @@ export function filtersOverlap(a: string, b: string): boolean {
 
 export const MqttJsonSource = z
   .strictObject({
-    type: z.literal('mqtt-json'),
+    type: z.literal('mqtt-json').describe('JSON payloads on MQTT topics, mapped to tags by subscriptions'),
     ...MqttConnectionFields,
+    clientId: ClientId.describe(
+      'MQTT client id of the persistent session the broker keeps for this source (queued messages are kept under it); default vigil-<source name>-<host name>, the same after every restart. It must be unique on the broker: set it when two gateways share a host name, since two clients with one id take over each other’s session and keep disconnecting each other',
+    ),
     qos: z
       .literal([0, 1])
       .default(1)
-      .describe('Subscription QoS: 1 has the broker resend what was not acknowledged'),
+      .describe(
+        'Subscription QoS. The source connects with a persistent session (clean session off), so with 1 the broker queues the messages published with QoS 1 while Vigil is disconnected (network outage, Vigil restart, or a broker restart when the broker persists sessions, e.g. Mosquitto persistence true) and delivers them on reconnect, and resends any not yet acknowledged; a message can then arrive twice. The broker bounds the queue (Mosquitto: max_queued_messages, default 1000; persistent_client_expiration) and keeps the session of a removed or renamed source until it expires. With 0 nothing sent while Vigil is away is kept',
+      ),
     maxPayloadBytes: z
       .number()
       .int()
@@ -191,14 +193,19 @@ const SparkplugId = z
 
 export const SparkplugSource = z
   .strictObject({
-    type: z.literal('sparkplug-b'),
+    type: z.literal('sparkplug-b').describe('Sparkplug B edge nodes, with Vigil as a host application'),
     ...MqttConnectionFields,
+    clientId: ClientId.describe(
+      'MQTT client id; it must be unique on the broker (two clients with one id keep disconnecting each other); default vigil-<source name>-<random>. The session is clean, as Sparkplug B wants of a host application: nothing is queued for Vigil while it is disconnected; the next message of an edge node that sent meanwhile shows a sequence gap, and Vigil asks it for a rebirth (rebirthOnGap)',
+    ),
     groupId: z
-      .union([SparkplugId, z.literal('+')])
+      .string()
+      .min(1)
+      .regex(/^(\+|[^/+#]+)$/, 'a Sparkplug group id (one topic level, without / + #), or + for every group')
       .default('+')
       .describe('Sparkplug group id to follow; + for every group'),
     edgeNodes: z
-      .array(SparkplugId)
+      .array(SparkplugId.describe('An edge node id of the group'))
       .min(1)
       .optional()
       .describe('Follow only these edge node ids; default every edge node of the group'),

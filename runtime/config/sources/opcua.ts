@@ -60,7 +60,7 @@ export const OpcUaItem = z
 
 export const OpcUaSource = z
   .strictObject({
-    type: z.literal('opcua'),
+    type: z.literal('opcua').describe('An OPC-UA client: one session and one subscription on one server'),
     endpoint: z
       .string()
       .regex(

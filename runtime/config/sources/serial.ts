@@ -22,7 +22,9 @@ export const SerialPortSettings = {
   baudRate: z
     .literal(STANDARD_BAUD_RATES)
     .default(9600)
-    .describe('Baud rate; must match the device, a mismatch shows up as garbage lines'),
+    .describe(
+      'Baud rate; must match the device: a mismatch shows up as garbage lines (serial-line) or as timeouts and CRC errors (modbus-rtu)',
+    ),
   dataBits: z.literal([7, 8]).default(8).describe('Data bits per character'),
   parity: z.enum(['none', 'even', 'odd']).default('none').describe('Parity bit'),
   stopBits: z.literal([1, 2]).default(1).describe('Stop bits'),
@@ -41,7 +43,7 @@ const FieldName = z
 
 const CsvFormat = z
   .strictObject({
-    type: z.literal('csv'),
+    type: z.literal('csv').describe('Delimited values in fixed columns'),
     columns: z
       .array(z.union([z.literal(['asset', 'time', '-']), TagName]))
       .min(1)
@@ -65,7 +67,7 @@ const CsvFormat = z
 
 const KvFormat = z
   .strictObject({
-    type: z.literal('kv'),
+    type: z.literal('kv').describe('key=value pairs'),
     pairSeparator: z
       .string()
       .length(1)
@@ -91,7 +93,7 @@ const KvFormat = z
 
 const RegexFormat = z
   .strictObject({
-    type: z.literal('regex'),
+    type: z.literal('regex').describe('A regular expression with named groups'),
     pattern: z
       .string()
       .min(1)
@@ -124,7 +126,9 @@ export type LineFormat = z.infer<typeof LineFormat>;
 
 export const SerialLineSource = z
   .strictObject({
-    type: z.literal('serial-line'),
+    type: z
+      .literal('serial-line')
+      .describe('Text lines (csv, key=value or regex) from a device on a serial port'),
     ...SerialPortSettings,
     asset: AssetName.optional().describe(
       "Asset of every line that does not name one itself (csv column 'asset', kv `assetKey`, regex group 'asset')",
@@ -206,12 +210,15 @@ const ModbusRegister = z
   })
   .refine((r) => r.address + (r.type.endsWith('32') ? 1 : 0) <= 65535, {
     message: 'a 32-bit value needs two registers inside 0..65535',
-  });
+  })
+  .describe('One value: where it is (unit, table, address), how it is encoded and which tag it becomes');
 export type ModbusRegister = z.infer<typeof ModbusRegister>;
 
 export const ModbusRtuSource = z
   .strictObject({
-    type: z.literal('modbus-rtu'),
+    type: z
+      .literal('modbus-rtu')
+      .describe('A Modbus RTU master polling registers of devices on a serial line (RS-485)'),
     ...SerialPortSettings,
     asset: AssetName.optional().describe('Asset of every register that does not name one'),
     unitId: z
@@ -242,7 +249,12 @@ export const ModbusRtuSource = z
       .describe(
         'Contiguous registers are read together up to this many per request; lower it for devices with small buffers',
       ),
-    registers: z.array(ModbusRegister).min(1).describe('The values to poll'),
+    registers: z
+      .array(ModbusRegister)
+      .min(1)
+      .describe(
+        'The values to poll, at least one; each asset/tag only once. Neighbouring registers of the same unit and table are read in one request',
+      ),
   })
   .superRefine((c, ctx) => {
     c.registers.forEach((r, i) => {

@@ -30,7 +30,8 @@ export const TagLimits = z
       })
       .refine((l) => l.min === undefined || l.max === undefined || l.min <= l.max, {
         message: 'min must not be greater than max',
-      }),
+      })
+      .describe('The plausible range of one tag'),
   )
   .default({})
   .describe(

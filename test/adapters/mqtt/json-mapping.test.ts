@@ -144,7 +144,7 @@ describe('JSON payload mapping', () => {
     const out = map({ topic: 'a', asset: 'x', tags: { v: 'v', w: 'w' } }, 'a', { v: null });
     expect(out.rejections).toEqual([]);
     expect(out.readings).toEqual([
-      expect.objectContaining({ tag: 'v', value: null, quality: 'bad', status: 'NullValue' }),
+      expect.objectContaining({ tag: 'v', value: null, quality: 'bad', status: 'NoValue' }),
     ]);
     const none = map({ topic: 'a', asset: 'x', tags: { v: 'v' } }, 'a', { other: 1 });
     expect(none.rejections).toEqual([expect.objectContaining({ reason: 'unknown_tag' })]);

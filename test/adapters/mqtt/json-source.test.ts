@@ -1,5 +1,9 @@
+import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { stableClientId } from '../../../adapters/mqtt/connection.js';
 import { MqttJsonSource } from '../../../adapters/mqtt/json-source.js';
 import { MqttJsonSource as MqttJsonSourceSchema } from '../../../runtime/config/sources/mqtt.js';
 import { ScriptedMachine } from '../../../simulator/machines/scripted.js';
@@ -7,6 +11,7 @@ import { SimJsonPublisher } from '../../../simulator/mqtt/json-publisher.js';
 import { startMosquitto, type RunningMosquitto } from '../../helpers/mosquitto.js';
 import { freePort } from '../../helpers/ports.js';
 import { Recorder } from '../recorder.js';
+import { startTcpLink } from './tcp-link.js';
 
 let broker: RunningMosquitto;
 const cleanups: Array<() => Promise<void>> = [];
@@ -23,10 +28,18 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 
+let sources = 0;
+/**
+ * A source name of its own per source: the default client id derives from it, and the broker
+ * keeps each persistent session, so that two tests sharing a name would share a session.
+ */
+const newName = () => `plant${++sources}`;
+
 async function startSource(
   url: string,
   overrides: Record<string, unknown> = {},
   env: Record<string, string | undefined> = {},
+  name = newName(),
 ) {
   const rec = new Recorder();
   const config = MqttJsonSourceSchema.parse({
@@ -38,10 +51,10 @@ async function startSource(
     ],
     ...overrides,
   });
-  const source = new MqttJsonSource('plant', config, rec, { env });
+  const source = new MqttJsonSource(name, config, rec, { env });
   cleanups.push(() => source.stop());
   await source.start(new AbortController().signal);
-  return { source, rec };
+  return { source, rec, name };
 }
 
 async function startPublisher(url: string, machines: ScriptedMachine[]) {
@@ -53,7 +66,7 @@ async function startPublisher(url: string, machines: ScriptedMachine[]) {
 
 describe('MQTT JSON source through Mosquitto', () => {
   it('maps the simulator’s telemetry: asset from the topic, its timestamp, null as a bad reading', async () => {
-    const { source, rec } = await startSource(broker.url);
+    const { source, rec, name } = await startSource(broker.url);
     expect(source.state()).toBe('up');
     const pump = new ScriptedMachine('pump-1', [{ name: 'temperature' }, { name: 'vibration_rms' }]);
     const pub = await startPublisher(broker.url, [pump]);
@@ -63,13 +76,13 @@ describe('MQTT JSON source through Mosquitto', () => {
     await pub.tick();
     await rec.until(() => rec.received.length >= 2, 'two readings');
     const temp = rec.series('pump-1', 'temperature')[0]!;
-    expect(temp).toMatchObject({ source: 'plant', value: 71.25, quality: 'good' });
+    expect(temp).toMatchObject({ source: name, value: 71.25, quality: 'good' });
     expect(temp.sourceTime).toBeGreaterThanOrEqual(before);
     expect(temp.sourceTime).toBeLessThanOrEqual(temp.receivedAt);
     expect(rec.series('pump-1', 'vibration_rms')[0]).toMatchObject({
       value: null,
       quality: 'bad',
-      status: 'NullValue',
+      status: 'NoValue',
     });
     expect(rec.rejections).toEqual([]);
   });
@@ -208,5 +221,85 @@ describe('MQTT JSON source through Mosquitto', () => {
     await source.stop();
     await started;
     expect(source.state()).toBe('stopped');
+  });
+});
+
+describe('MQTT JSON source: persistent session', () => {
+  const json = (temp: number) => JSON.stringify({ ts: Date.now(), temperature: temp });
+
+  it('gets a QoS 1 message published while its network link was down once the link is back', async () => {
+    const link = await startTcpLink(broker.port);
+    cleanups.push(() => link.close());
+    const { source, rec } = await startSource(link.url);
+    expect(source.state()).toBe('up');
+    const pub = await startPublisher(broker.url, []);
+    await pub.publishRaw('plant/pump-3/telemetry', json(20));
+    await rec.until(() => rec.series('pump-3', 'temperature').length === 1, 'a reading before the outage');
+
+    link.cut();
+    await rec.until(() => source.state() === 'down', 'the source to notice the outage');
+    // Acknowledged by the broker while Vigil is away: the broker queues it for Vigil's session.
+    await pub.publishRaw('plant/pump-3/telemetry', json(21));
+    link.restore();
+
+    await rec.until(() => rec.reconnects === 1 && source.state() === 'up', 'the reconnect');
+    const values = () => rec.series('pump-3', 'temperature').map((r) => r.value);
+    await rec.until(() => values().includes(21), 'the message published during the outage');
+    // At least once: a message whose PUBACK the outage cut off comes again, which is allowed.
+    expect(new Set(values())).toEqual(new Set([20, 21]));
+  });
+
+  it('keeps its session and queued messages across a restart of a broker that persists them', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'vigil-mqtt-session-'));
+    cleanups.push(() => rm(dataDir, { recursive: true, force: true }));
+    const port = await freePort();
+    let local = await startMosquitto({ port, dataDir });
+    cleanups.push(() => local.stop());
+    const link = await startTcpLink(port);
+    cleanups.push(() => link.close());
+    const { source, rec } = await startSource(link.url);
+    expect(source.state()).toBe('up');
+
+    link.cut();
+    await rec.until(() => source.state() === 'down', 'the source to notice the outage');
+    const before = await startPublisher(local.url, []);
+    await before.publishRaw('plant/pump-4/telemetry', json(30));
+    await before.stop();
+    await local.stop();
+    local = await startMosquitto({ port, dataDir });
+    cleanups.push(() => local.stop());
+    // After the restart too, the broker knows Vigil's subscription and queues for it.
+    const after = await startPublisher(local.url, []);
+    await after.publishRaw('plant/pump-4/telemetry', json(31));
+    link.restore();
+
+    await rec.until(() => rec.series('pump-4', 'temperature').length === 2, 'both queued messages');
+    expect(rec.series('pump-4', 'temperature').map((r) => r.value)).toEqual([30, 31]);
+    await rec.until(() => rec.reconnects === 1 && source.state() === 'up', 'the reconnect to be counted');
+  });
+
+  it('resumes its session after a restart of Vigil, under the same default client id', async () => {
+    const name = newName();
+    const first = await startSource(broker.url, {}, {}, name);
+    expect(first.source.clientId).toBe(stableClientId(name, os.hostname()));
+    expect(first.source.clientId).toMatch(new RegExp(`^vigil-${name}-`));
+    await first.source.stop();
+
+    const pub = await startPublisher(broker.url, []);
+    await pub.publishRaw('plant/pump-5/telemetry', json(40));
+
+    const second = await startSource(broker.url, {}, {}, name);
+    expect(second.source.clientId).toBe(first.source.clientId);
+    await second.rec.until(
+      () => second.rec.series('pump-5', 'temperature').length === 1,
+      'the message published while Vigil was stopped',
+    );
+    expect(second.rec.series('pump-5', 'temperature')[0]!.value).toBe(40);
+  });
+
+  it('uses the client id of the config instead of the default', async () => {
+    const { source } = await startSource(broker.url, { clientId: 'line-7-gateway' });
+    expect(source.state()).toBe('up');
+    expect(source.clientId).toBe('line-7-gateway');
   });
 });

@@ -98,7 +98,7 @@ describe('Sparkplug B source through Mosquitto', () => {
     expect(rec.series('pump-1', 'pressure')[1]).toMatchObject({
       value: null,
       quality: 'bad',
-      status: 'IsNull',
+      status: 'NoValue',
     });
     expect(rec.rejections).toEqual([]);
     // bdSeq and Node Control/Rebirth are protocol plumbing, not readings.
@@ -206,6 +206,22 @@ describe('Sparkplug B source through Mosquitto', () => {
     await rec.until(() => late.length === 1, 'the retained STATE');
     expect(late[0]!.retain).toBe(true);
     expect(JSON.parse(late[0]!.payload.toString())).toMatchObject({ online: false });
+  });
+
+  it('connects on a clean session: nothing sent while it was away is delivered after it is back', async () => {
+    const group = newGroup();
+    const first = await startSource(group, { clientId: 'vigil-sparkplug-clean' });
+    await first.source.stop();
+    const raw = await connectAsync(broker.url, { reconnectPeriod: 0 });
+    cleanups.push(() => raw.endAsync(true));
+    // Not Sparkplug: delivered, it would be refused as malformed, so it cannot pass unseen.
+    await raw.publishAsync(`spBv1.0/${group}/NDATA/away`, 'sent while Vigil was away', { qos: 1 });
+
+    const second = await startSource(group, { clientId: 'vigil-sparkplug-clean' });
+    await raw.publishAsync(`spBv1.0/${group}/NDATA/back`, 'sent after Vigil was back', { qos: 1 });
+    // One connection delivers in order: had the first been queued, it would come before this one.
+    await second.rec.until(() => second.rec.rejections.length >= 1, 'the message sent after the reconnect');
+    expect(second.rec.rejections.map((r) => r.origin)).toEqual([`spBv1.0/${group}/NDATA/back`]);
   });
 
   it('follows only the edge nodes listed in edgeNodes', async () => {

@@ -129,7 +129,7 @@ describe('Sparkplug B host state', () => {
       ['offset', -16, 'good', undefined],
       ['offset', -16, 'good', undefined],
       ['temp', 1.5, 'good', undefined],
-      ['energy', null, 'bad', 'IsNull'],
+      ['energy', null, 'bad', 'NoValue'],
     ]);
   });
 

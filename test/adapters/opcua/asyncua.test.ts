@@ -4,10 +4,9 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { OpcUaSource } from '../../../adapters/opcua/source.js';
-import { freePort } from '../../helpers/ports.js';
 import { peerPython } from '../../helpers/python-peers.js';
 import { ROOT } from '../../helpers/daemon.js';
-import { LogRecorder, opcuaConfig, tempDir } from './support.js';
+import { LogRecorder, eventually, opcuaConfig, tempDir } from './support.js';
 
 /**
  * Interoperability: the OPC-UA source against a second, independent implementation, the asyncua
@@ -27,8 +26,11 @@ interface Peer {
   stop(): Promise<void>;
 }
 
-async function startPeer(python: string, args: string[]): Promise<Peer> {
-  const port = await freePort();
+/**
+ * Port 0 by default: the peer binds a port the OS picks and names it on its READY line, so no other
+ * process can take it in between. A restart asks for the port the first instance reported.
+ */
+async function startPeer(python: string, args: string[], port = 0): Promise<Peer> {
   const proc = spawn(python, [PEER, '--port', String(port), ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   let output = '';
   proc.stderr!.on('data', (d: Buffer) => (output += d.toString()));
@@ -71,12 +73,13 @@ async function startPeer(python: string, args: string[]): Promise<Peer> {
 }
 
 let tmp: { dir: string; remove(): Promise<void> };
+let python: string;
 let peer: Peer;
 let serverCert: string;
 const cleanups: Array<() => Promise<void>> = [];
 
 beforeAll(async () => {
-  const python = peerPython('asyncua'); // throws a clear error when the environment is missing
+  python = peerPython('asyncua'); // throws a clear error when the environment is missing
   tmp = await tempDir('vigil-opcua-peer-');
   serverCert = path.join(tmp.dir, 'peer-cert.pem');
   const key = path.join(tmp.dir, 'peer-key.pem');
@@ -233,6 +236,66 @@ describe('OPC-UA source against asyncua (PyPI)', () => {
       0,
     );
     expect(rec.received).toHaveLength(0);
+  });
+
+  it('resumes data after the server restarts on the same port, and counts the reconnection', async () => {
+    // A peer of its own (plain, anonymous): the shared one must stay up for the other tests.
+    const first = await startPeer(python, []);
+    cleanups.push(() => first.stop());
+    const rec = new LogRecorder(tmp.dir);
+    const source = await startSource(
+      'peer-restart',
+      {
+        endpoint: first.endpoint,
+        pkiFolder: 'pki-plain',
+        // Also the time node-opcua's repair of the session gets once the server answers again.
+        connectTimeoutMs: 2000,
+        items: items('counter', 'broken'),
+      },
+      rec,
+    );
+    expect(source.state(), rec.text()).toBe('up');
+    await rec.until(() => rec.series('line-1', 'counter').length >= 3, 'counter values before the restart');
+
+    await first.stop();
+    await eventually(
+      'the source to notice the lost server',
+      () => source.state() === 'down',
+      () => rec.text(),
+    );
+    expect(rec.reconnects).toBe(0);
+    const port = Number(new URL(first.endpoint.replace('opc.tcp', 'http')).port);
+    const restartedAt = Date.now();
+    const second = await startPeer(python, [], port);
+    cleanups.push(() => second.stop());
+    expect(second.endpoint).toBe(first.endpoint);
+
+    // The new process writes its own source timestamps: values stamped after it started are its.
+    const resumed = () => rec.series('line-1', 'counter').filter((r) => r.sourceTime! >= restartedAt);
+    await eventually(
+      'counter values from the restarted server',
+      () => resumed().length >= 3,
+      () => rec.text(),
+      15_000,
+    );
+    const values = resumed().map((r) => r.value as number);
+    expect(values.every((v, i) => i === 0 || v > values[i - 1]!)).toBe(true);
+    expect(resumed().every((r) => r.quality === 'good')).toBe(true);
+    // The re-created items start with the current values, the bad one included.
+    expect(
+      rec
+        .series('line-1', 'broken')
+        .filter((r) => r.receivedAt >= restartedAt)
+        .at(-1),
+    ).toMatchObject({
+      value: null,
+      quality: 'bad',
+      status: 'BadSensorFailure',
+    });
+    expect(rec.reconnects).toBe(1);
+    expect(source.state()).toBe('up');
+    expect(rec.logged(/lost the connection/, 40).length).toBeGreaterThanOrEqual(1);
+    expect(rec.rejections).toEqual([]);
   });
 
   it('reports wrong credentials clearly and stays down', async () => {

@@ -212,6 +212,90 @@ describe('OPC-UA source against the simulator', () => {
     await rec.until(() => latest(rec, 'temperature')?.value === 52, 'a later value');
   });
 
+  it('keeps the Overflow flag of samples lost in the server queue, and warns once per item', async () => {
+    // A value that changes every 10 ms, sampled every 50 ms, published every 400 ms into a queue of
+    // 2: the server throws samples away at every publish and flags the oldest one it kept.
+    const m = new ScriptedMachine('pump-1', [{ name: 'vibration' }, { name: 'temperature' }]);
+    let n = 0;
+    const ticker = setInterval(() => m.set('vibration', ++n), 10);
+    cleanups.push(async () => clearInterval(ticker));
+    m.set('temperature', 42);
+    const sim = await startServer(m);
+    const rec = new LogRecorder(tmp.dir);
+    const node = simNodeId('pump-1', 'vibration');
+    await startSource(
+      'plc',
+      {
+        endpoint: sim.endpointUrl,
+        pkiFolder: 'client-pki-plain',
+        subscription: { publishingIntervalMs: 400, maxKeepAliveCount: 10, lifetimeCount: 100 },
+        items: [
+          { nodeId: node, asset: 'pump-1', tag: 'vibration', samplingIntervalMs: 50, queueSize: 2 },
+          { ...ITEMS[0]!, queueSize: 2 },
+        ],
+      },
+      rec,
+    );
+    const overflowed = () => rec.series('pump-1', 'vibration').filter((r) => r.status === 'Good#Overflow');
+    await rec.until(() => overflowed().length >= 3, 'three publishes with lost samples');
+    for (const r of overflowed()) {
+      // The value itself is fine: still good, still a number.
+      expect(r).toMatchObject({ quality: 'good', asset: 'pump-1', tag: 'vibration' });
+      expect(typeof r.value).toBe('number');
+    }
+    const warned = rec.logged(/samples of pump-1\/vibration .* were lost at the OPC-UA server/, 40);
+    expect(warned, rec.text()).toHaveLength(1);
+    expect(warned[0]!.msg).toContain(node);
+    expect(warned[0]!.msg).toMatch(
+      /queueSize 2.*raise the item's queueSize or shorten subscription\.publishingIntervalMs/,
+    );
+    // A value that does not change never overflows.
+    expect(rec.series('pump-1', 'temperature').every((r) => r.status === undefined)).toBe(true);
+    expect(rec.rejections).toEqual([]);
+  });
+
+  it('resolves nsu= node ids again when a restarted server renumbered its namespaces', async () => {
+    const PLANT = 'urn:vigil:test:plant';
+    const m = machine();
+    const before = await startServer(m, { plantNamespace: PLANT }); // the plant at ns=2
+    const port = Number(new URL(before.endpointUrl.replace('opc.tcp', 'http')).port);
+    const rec = new LogRecorder(tmp.dir);
+    const source = await startSource(
+      'plc',
+      {
+        endpoint: before.endpointUrl,
+        pkiFolder: 'client-pki-plain',
+        items: ITEMS.map((i) => ({ ...i, nodeId: `nsu=${PLANT};s=pump-1.${i.tag}` })),
+      },
+      rec,
+    );
+    await rec.until(() => latest(rec, 'temperature')?.value === 42, 'the first value');
+
+    await before.stop();
+    await eventually(
+      'the source to notice the lost server',
+      () => source.state() === 'down',
+      () => rec.text(),
+    );
+    m.set('temperature', 51);
+    // The same server restarted with a module more: its namespace comes first, the plant is ns=3,
+    // and node-opcua's repair re-creates the items on ns=2, where they do not exist.
+    const restartedAt = rec.received.length;
+    await startServer(m, { port, plantNamespace: PLANT, extraNamespaces: ['urn:vigil:test:added'] });
+
+    await rec.until(() => latest(rec, 'temperature')?.value === 51, 'data after the restart', 20_000);
+    const renumbered = rec.logged(/renumbered its namespaces/, 40);
+    expect(renumbered, rec.text()).toHaveLength(1);
+    expect(renumbered[0]!.msg).toContain(`${PLANT} was ns=2, now ns=3`);
+    expect(rec.reconnects).toBe(1);
+    expect(source.state()).toBe('up');
+    const after = rec.received.slice(restartedAt);
+    expect(after.filter((r) => r.status === 'BadNodeIdUnknown')).toEqual([]);
+    expect(latest(rec, 'pressure')).toMatchObject({ quality: 'bad', status: 'BadSensorFailure' });
+    m.set('temperature', 52);
+    await rec.until(() => latest(rec, 'temperature')?.value === 52, 'a later value');
+  });
+
   it('starts while the server is down, says so, and connects once it is up', async () => {
     const m = machine();
     const port = await freePort();

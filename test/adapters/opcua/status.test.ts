@@ -1,9 +1,17 @@
 import client from 'node-opcua-client';
 import { describe, expect, it } from 'vitest';
-import { qualityOf, statusName, toReading } from '../../../adapters/opcua/status.js';
+import { z } from 'zod';
+import { OverflowWarnings, overflowMessage } from '../../../adapters/opcua/overflow.js';
+import {
+  hasOverflow,
+  infoBitNames,
+  qualityOf,
+  statusName,
+  toReading,
+} from '../../../adapters/opcua/status.js';
 import { OpcUaSource } from '../../../runtime/config/sources/opcua.js';
 
-const { DataType, DataValue, StatusCodes, Variant, VariantArrayType } = client;
+const { DataType, DataValue, StatusCode, StatusCodes, Variant, VariantArrayType } = client;
 
 /** DataValue → Reading with node-opcua's own DataValue objects, as they come off the wire. */
 
@@ -13,7 +21,7 @@ const received = at + 250;
 
 function dv(
   variant: ConstructorParameters<typeof Variant>[0] | null,
-  status = StatusCodes.Good,
+  status: InstanceType<typeof StatusCode> = StatusCodes.Good,
   times: { source?: number; server?: number } = { source: at, server: at + 10 },
 ) {
   return new DataValue({
@@ -146,7 +154,87 @@ describe('OPC-UA DataValue to Reading', () => {
   });
 });
 
+describe('OPC-UA info bits', () => {
+  // What node-opcua's server sets when a monitored item's queue overflowed, and the same code as
+  // the decoder builds it from the 32 bits on the wire: InfoType DataValue and Overflow (0x480).
+  const overflow = StatusCode.makeStatusCode(StatusCodes.Good, 'Overflow | InfoTypeDataValue');
+  const decoded = StatusCode.makeStatusCode(StatusCodes.Good, 0x0480);
+
+  it('keeps an overflow on a good value: still good, still the number, flagged in status', () => {
+    for (const code of [overflow, decoded]) {
+      const r = toReading('plc', target, dv({ dataType: DataType.Double, value: 21.5 }, code), received);
+      expect(r).toMatchObject({
+        ok: true,
+        reading: { value: 21.5, quality: 'good', status: 'Good#Overflow', sourceTime: at },
+      });
+      expect(hasOverflow(code)).toBe(true);
+    }
+    // Also without the InfoType marker, as node-opcua's makeStatusCode(Good, 'Overflow') makes it.
+    const bare = StatusCode.makeStatusCode(StatusCodes.Good, 'Overflow');
+    expect(statusName(bare)).toBe('Good#Overflow');
+    expect(hasOverflow(StatusCodes.Good)).toBe(false);
+  });
+
+  it('names the info bits on uncertain and bad codes too, and the limit bits once each', () => {
+    const u = StatusCode.makeStatusCode(StatusCodes.UncertainLastUsableValue, 'Overflow | InfoTypeDataValue');
+    expect(toReading('plc', target, dv({ dataType: DataType.Double, value: 3 }, u), received)).toMatchObject({
+      reading: { value: 3, quality: 'uncertain', status: 'UncertainLastUsableValue#Overflow' },
+    });
+    const clamped = StatusCode.makeStatusCode(StatusCodes.GoodClamped, 'LimitHigh | InfoTypeDataValue');
+    expect(statusName(clamped)).toBe('GoodClamped#LimitHigh');
+    const constant = StatusCode.makeStatusCode(StatusCodes.Good, 'LimitConstant | InfoTypeDataValue');
+    expect(infoBitNames(constant)).toEqual(['LimitConstant']);
+    expect(statusName(StatusCode.makeStatusCode(StatusCodes.BadSensorFailure, 0x4000))).toBe(
+      'BadSensorFailure#SemanticsChanged',
+    );
+    // A reserved InfoType: the bits mean something else, so none of them is named.
+    expect(statusName(StatusCode.makeStatusCode(StatusCodes.Good, 0x0880))).toBe('Good');
+    expect(statusName(StatusCodes.BadSensorFailure)).toBe('BadSensorFailure');
+  });
+
+  it('warns about an overflowing item once a minute, counting the overflows in between', () => {
+    const w = new OverflowWarnings(60_000);
+    const t0 = 1_000_000;
+    expect(w.due('pump-1/vibration', t0)).toEqual({ log: true, suppressed: 0 });
+    expect(w.due('pump-1/vibration', t0 + 500)).toEqual({ log: false });
+    expect(w.due('pump-1/temperature', t0 + 500)).toEqual({ log: true, suppressed: 0 });
+    expect(w.due('pump-1/vibration', t0 + 59_999)).toEqual({ log: false });
+    expect(w.due('pump-1/vibration', t0 + 60_000)).toEqual({ log: true, suppressed: 2 });
+    expect(w.due('pump-1/vibration', t0 + 60_001)).toEqual({ log: false });
+
+    const msg = overflowMessage(
+      { nodeId: 'ns=2;s=Vib', asset: 'pump-1', tag: 'vibration', queueSize: 2, samplingIntervalMs: 50 },
+      1000,
+      2,
+    );
+    expect(msg).toContain('pump-1/vibration (ns=2;s=Vib) were lost at the OPC-UA server (2 more times');
+    expect(msg).toContain('queueSize 2');
+    expect(msg).toContain("raise the item's queueSize or shorten subscription.publishingIntervalMs");
+  });
+});
+
 describe('OPC-UA source config', () => {
+  it('describes every field, for the generated configuration reference', () => {
+    type Node = {
+      description?: string;
+      properties?: Record<string, Node>;
+      items?: Node;
+      anyOf?: Node[];
+    };
+    const undescribed: string[] = [];
+    const walk = (node: Node, at: string): void => {
+      for (const [key, child] of Object.entries(node.properties ?? {})) {
+        const where = at ? `${at}.${key}` : key;
+        if (!child.description) undescribed.push(where);
+        walk(child, where);
+      }
+      if (node.items) walk(node.items, `${at}[]`);
+      for (const variant of node.anyOf ?? []) walk(variant, at);
+    };
+    walk(z.toJSONSchema(OpcUaSource, { io: 'input', unrepresentable: 'any' }) as Node, '');
+    expect(undescribed).toEqual([]);
+  });
+
   const base = {
     type: 'opcua',
     endpoint: 'opc.tcp://192.168.0.10:4840',

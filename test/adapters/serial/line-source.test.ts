@@ -142,9 +142,12 @@ describe('serial line source through a socat pty pair', () => {
 
   it('shows a wrong baud rate as counted garbage and one hint, and reads once the rate is fixed', async () => {
     const pair = await cleanup.pair();
-    await device(pair, pump(), { baudRate: 9600 });
     const { rec, logs } = loggingRecorder();
     const wrong = await reader(pair, rec, { baudRate: 115200, maxLineBytes: 128 });
+    // Started after the port was set up, the device sees the mismatch before its first line; it
+    // looks again only once a second, so the other way round a line or two might get through.
+    const dev = await device(pair, pump(), { baudRate: 9600 });
+    expect(dev.mismatched).toBe(true);
     const hints = () => logs.filter((l) => l.level === 40 && l.msg.includes('baud rate'));
 
     await rec.until(() => hints().length > 0, 'the wrong-baud-rate hint', 20_000);
@@ -158,11 +161,13 @@ describe('serial line source through a socat pty pair', () => {
     expect(hints()).toHaveLength(1);
     expect(wrong.state()).toBe('up');
     await wrong.stop();
+    expect(dev.mismatched).toBe(true); // the port keeps the settings its last user gave it
 
     const fixed = new Recorder();
     await reader(pair, fixed, { baudRate: 9600, maxLineBytes: 128 }, 'line1-fixed');
     await rec.until(() => fixed.series('pump-1', 'temperature').length >= 3, 'readings at the right rate');
     expect(fixed.series('pump-1', 'temperature').at(-1)?.value).toBe(21.5);
+    expect(dev.mismatched).toBe(false);
     expect(rec.received).toHaveLength(0);
   });
 

@@ -4,8 +4,10 @@ import { ModbusRtuSource } from '../../../runtime/config/sources/serial.js';
 import { ScriptedMachine } from '../../../simulator/machines/scripted.js';
 import { SimModbusDevice, type SimRegister } from '../../../simulator/serial/modbus-device.js';
 import type { PtyPair } from '../../../simulator/serial/pty-pair.js';
+import type { ReadPlan } from '../../../adapters/serial/registers.js';
+import type { Reading } from '../../../runtime/telemetry/reading.js';
 import { Recorder } from '../recorder.js';
-import { Cleanup, FAST_RECONNECT, loggingRecorder } from './helpers.js';
+import { Cleanup, delay, FAST_RECONNECT, loggingRecorder } from './helpers.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -58,6 +60,7 @@ async function poller(
   rec: Recorder,
   registers: unknown[] = MAP,
   extra: Record<string, unknown> = {},
+  beforeStart: (source: ModbusRtuPoller) => void = () => undefined,
 ): Promise<ModbusRtuPoller> {
   const cfg = ModbusRtuSource.parse({
     type: 'modbus-rtu',
@@ -73,6 +76,7 @@ async function poller(
     ...extra,
   });
   const source = cleanup.add(new ModbusRtuPoller('rtu1', cfg, rec));
+  beforeStart(source);
   await source.start(new AbortController().signal);
   return source;
 }
@@ -170,5 +174,64 @@ describe('Modbus RTU source through a socat pty pair', () => {
     await rec.until(() => source.state() === 'down', "state 'down' with the port open");
     expect(rec.rejections.every((r) => r.reason === 'timeout')).toBe(true);
     expect(logs.some((l) => l.level === 40 && l.msg.includes('answered 3 polls in a row'))).toBe(true);
+  });
+
+  it('keeps polling when a register cannot be decoded, and hands over the registers that can', async () => {
+    const pair = await cleanup.pair();
+    await slave(pair, drive());
+    const rec = new Recorder();
+    // The device answers every request correctly, so the only way to get an answer shorter than a
+    // register needs is a read that asks for too few words: shorten the first one (holding 0..4)
+    // by a word, which leaves energy_total (uint32 at 3..4) half outside it.
+    const source = await poller(pair, rec, MAP, {}, (s) => {
+      const plans = (s as unknown as { plans: ReadPlan[] }).plans;
+      expect(plans[0]).toMatchObject({ table: 'holding', start: 0, count: 5 });
+      plans[0]!.count = 4;
+    });
+    const broken = () =>
+      rec.rejections.filter((r) => r.reason === 'malformed' && r.message.includes('drive-1/energy_total:'));
+    await rec.until(
+      () => broken().length >= 3 && rec.series('drive-1', 'energy').length >= 3,
+      'three polls past the broken register',
+    );
+    expect(broken()[0]!.message).toContain(`holding register 3 (uint32) on ${pair.hostPath}`);
+    expect(broken()[0]!.origin).toBe(pair.hostPath);
+    expect(rec.series('drive-1', 'energy_total')).toEqual([]);
+    for (const tag of Object.keys(VALUES).filter((t) => t !== 'energy_total')) {
+      expect(latest(rec, tag), tag).toBeCloseTo(VALUES[tag]!, 4);
+    }
+    expect(source.state()).toBe('up');
+  });
+
+  it('hands over the registers already read when the line goes away in the middle of a poll', async () => {
+    const pair = await cleanup.pair();
+    await slave(pair, drive());
+    const rec = new Recorder();
+    const batches: Reading[][] = [];
+    const record = rec.readings;
+    rec.readings = (batch) => {
+      batches.push([...batch]);
+      record(batch);
+    };
+    // Nobody answers unit 8, so every poll reads unit 7's holding registers, waits a full timeout
+    // for unit 8, and only then reads unit 7's input registers.
+    // (Reads go out in the order the registers are first mentioned, per unit and table.)
+    const registers = [
+      ...MAP.filter((r) => r.table === 'holding'),
+      { tag: 'ghost', unitId: 8, table: 'holding', address: 0 },
+      ...MAP.filter((r) => r.table === 'input'),
+    ];
+    const source = await poller(pair, rec, registers, { timeoutMs: 1000 });
+    await rec.until(() => batches.length >= 1, 'a first poll');
+    // A new poll began as the batch was handed over; its holding reads take a few ms.
+    await delay(300);
+    const before = batches.length;
+    await pair.unplug();
+    await rec.until(() => batches.length > before, 'the readings of the interrupted poll', 5000);
+    const last = batches.at(-1)!.map((r) => r.tag);
+    expect(last).toEqual(expect.arrayContaining(['speed', 'energy', 'energy_total', 'temperature']));
+    expect(last).not.toContain('current');
+    expect(last).not.toContain('pressure');
+    expect(source.state()).toBe('down');
   });
 });

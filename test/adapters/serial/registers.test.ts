@@ -134,14 +134,24 @@ describe('simulator: CRC and UART emulation', () => {
     expect(uartReceive(text, f(9600), f(115200)).includes(0x0a)).toBe(false);
   });
 
-  it('reads speed and stop bits from stty output', () => {
-    expect(parseStty('speed 115200 baud; rows 0;\n-parenb -parodd cs8 hupcl cstopb cread')).toEqual({
+  it('reads speed, stop bits and whether a program set the line up from stty output', () => {
+    expect(parseStty('speed 115200 baud; rows 0;\n-parenb -parodd cs8 hupcl cstopb cread clocal')).toEqual({
       baudRate: 115200,
       stopBits: 2,
+      configured: true,
     });
-    expect(parseStty('speed 9600 baud; line = 0;\n-parenb cs8 -cstopb cread clocal')).toEqual({
+    expect(parseStty('speed 9600 baud; line = 0;\n-parenb cs8 -cstopb cread clocal\n-crtscts')).toEqual({
       baudRate: 9600,
       stopBits: 1,
+      configured: true,
+    });
+    // A fresh pty, as socat makes it: the kernel's default speed, nobody's choice.
+    expect(
+      parseStty('speed 38400 baud; line = 0;\n-parenb cs8 -hupcl -cstopb cread -clocal -crtscts'),
+    ).toEqual({
+      baudRate: 38400,
+      stopBits: 1,
+      configured: false,
     });
     expect(parseStty('stty: /dev/x: Inappropriate ioctl')).toBeUndefined();
   });

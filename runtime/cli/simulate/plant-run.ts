@@ -1,10 +1,12 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import type { MachineTruth } from '../../simulator/machines/types.js';
-import { Plant } from '../../simulator/plant/plant.js';
-import { loadScenarioFile, shippedScenario } from '../../simulator/scenario/load.js';
-import type { Daemon } from '../daemon.js';
-import type { SourceTelemetryStats } from '../telemetry/ingest.js';
+import type { MachineTruth } from '../../../simulator/machines/types.js';
+import { Plant } from '../../../simulator/plant/plant.js';
+import { SimError } from '../../../simulator/machines/errors.js';
+import { loadScenarioFile, parseScenario, shippedScenario } from '../../../simulator/scenario/load.js';
+import type { Scenario } from '../../../simulator/scenario/scenario.js';
+import type { Daemon } from '../../daemon.js';
+import type { SourceTelemetryStats } from '../../telemetry/ingest.js';
 import { plantSources } from './telemetry-sources.js';
 
 /**
@@ -37,21 +39,43 @@ export async function startPlant(opts: {
   say: (line: string) => void;
 }): Promise<{ plant: Plant; sources: Record<string, Record<string, unknown>>; scenarioFile: string }> {
   const scenarioFile = resolveScenario(opts.scenario);
-  const plant = await Plant.start({
-    scenario: loadScenarioFile(scenarioFile),
-    mqttUrl: opts.mqttUrl,
-    workDir: path.join(opts.workDir, 'plant'),
-    log: (line) => opts.say(`  plant: ${line}`),
-    onSerialUnavailable: (asset, err) =>
-      opts.say(
-        `  plant: ${asset} runs without its serial line: ${err instanceof Error ? err.message : String(err)}`,
-      ),
-  });
+  const scenario = loadScenarioFile(scenarioFile);
+  const start = (sc: Scenario) =>
+    Plant.start({
+      scenario: sc,
+      mqttUrl: opts.mqttUrl,
+      workDir: path.join(opts.workDir, 'plant'),
+      log: (line) => opts.say(`  plant: ${line}`),
+      onSerialUnavailable: (asset, err) =>
+        opts.say(
+          `  plant: ${asset} runs without its serial line: ${err instanceof Error ? err.message : String(err)}`,
+        ),
+    });
+  let plant: Plant;
+  try {
+    plant = await start(scenario);
+  } catch (err) {
+    // Without the C-MAPSS data (it is not part of the repository) the demo still shows the rest.
+    if (!(err instanceof SimError && err.code === 'SIM_ERR_DATASET_MISSING')) throw err;
+    opts.say(`  plant: the aircraft engines are left out: ${err.message}`);
+    plant = await start(withoutEngines(scenario));
+  }
   const sources = plantSources(plant.endpoints, {
     mqttUrl: opts.mqttUrl,
     pkiFolder: path.join(opts.workDir, 'pki', 'opcua'),
   });
   return { plant, sources, scenarioFile };
+}
+
+/** The scenario without its C-MAPSS engines (and their faults). */
+function withoutEngines(scenario: Scenario): Scenario {
+  const machines = Object.fromEntries(
+    Object.entries(scenario.spec.machines).filter(([, m]) => m.kind !== 'cmapss-engine'),
+  );
+  const faults = scenario.spec.faults.filter(
+    (f) => !('asset' in f) || f.asset === undefined || f.asset in machines,
+  );
+  return parseScenario({ ...scenario.spec, machines, faults }, scenario.file);
 }
 
 /** One line every `everyMs` with what each telemetry source delivered, and machine state changes. */

@@ -1,4 +1,4 @@
-import type { PlantEndpoint } from '../../simulator/plant/plant.js';
+import type { PlantEndpoint } from '../../../simulator/plant/plant.js';
 
 /**
  * Turns where the simulated plant's machines can be reached into Vigil source configs, the same
@@ -47,6 +47,9 @@ export function plantSources(
             address: r.address,
             type: r.type,
             wordOrder: r.wordOrder ?? 'big',
+            // The device stores raw = (value - offset) / scale; Vigil reads raw * scale + offset.
+            scale: r.scale ?? 1,
+            offset: r.offset ?? 0,
           })),
         };
         break;

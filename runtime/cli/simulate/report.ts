@@ -1,6 +1,6 @@
-import type { FrameTruth } from '../../simulator/camera/types.js';
-import type { PipelineStats } from '../pipeline/pipeline.js';
-import type { Result } from '../pipeline/result.js';
+import type { FrameTruth } from '../../../simulator/camera/types.js';
+import type { PipelineStats } from '../../pipeline/pipeline.js';
+import type { Result } from '../../pipeline/result.js';
 import type { TelemetryReport } from './plant-run.js';
 
 export interface TruthCounts {
