@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
-import { MqttJsonSource, SparkplugSource } from './sources/mqtt.js';
+import { MqttJsonSource, MqttTls, SparkplugSource } from './sources/mqtt.js';
 import { ModbusRtuSource, SerialLineSource } from './sources/serial.js';
 import { OpcUaSource } from './sources/opcua.js';
 import { TELEMETRY_DEFAULTS, TelemetryConfig } from './sources/telemetry.js';
@@ -127,18 +127,7 @@ export const MqttConfig = z.strictObject({
     .regex(/^[^#+]+$/, 'no MQTT wildcards')
     .default('vigil')
     .describe('Topics are <topicPrefix>/<device id>/alerts/<kind>, .../status, .../results/<pipeline>'),
-  tls: z
-    .strictObject({
-      ca: z.string().optional().describe('PEM file of the CA that signed the broker certificate'),
-      cert: z.string().optional().describe('Client certificate (PEM) for mutual TLS'),
-      key: z.string().optional().describe('Client key (PEM) for mutual TLS'),
-      rejectUnauthorized: z
-        .boolean()
-        .default(true)
-        .describe('Refuse brokers whose certificate does not verify'),
-    })
-    .optional()
-    .describe('TLS settings for mqtts:// URLs'),
+  tls: MqttTls.optional().describe('TLS settings for mqtts:// URLs'),
   keepaliveSeconds: z.number().int().min(0).default(30).describe('MQTT keep-alive interval'),
 });
 export type MqttConfig = z.infer<typeof MqttConfig>;

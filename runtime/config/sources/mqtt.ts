@@ -9,6 +9,14 @@ import { Reconnect, TagLimits, TagName } from './telemetry.js';
 const ClientId = z.string().min(1).max(200).optional();
 
 /** The broker connection both MQTT sources share, in the style of the top-level `mqtt` section. */
+/** TLS of an MQTT connection: the alert broker's and every MQTT telemetry source's. */
+export const MqttTls = z.strictObject({
+  ca: z.string().optional().describe('PEM file of the CA that signed the broker certificate'),
+  cert: z.string().optional().describe('Client certificate (PEM) for mutual TLS'),
+  key: z.string().optional().describe('Client key (PEM) for mutual TLS'),
+  rejectUnauthorized: z.boolean().default(true).describe('Refuse brokers whose certificate does not verify'),
+});
+
 export const MqttConnectionFields = {
   url: z
     .string()
@@ -27,18 +35,9 @@ export const MqttConnectionFields = {
     .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name')
     .optional()
     .describe('Name of an environment variable holding the password (used when password is not set)'),
-  tls: z
-    .strictObject({
-      ca: z.string().optional().describe('PEM file of the CA that signed the broker certificate'),
-      cert: z.string().optional().describe('Client certificate (PEM) for mutual TLS'),
-      key: z.string().optional().describe('Client key (PEM) for mutual TLS'),
-      rejectUnauthorized: z
-        .boolean()
-        .default(true)
-        .describe('Refuse brokers whose certificate does not verify'),
-    })
-    .optional()
-    .describe('TLS settings for mqtts:// URLs; file paths are relative to the config file'),
+  tls: MqttTls.optional().describe(
+    'TLS settings for mqtts:// URLs; file paths are relative to the config file',
+  ),
   keepaliveSeconds: z.number().int().min(0).max(65535).default(30).describe('MQTT keep-alive interval'),
   connectTimeoutMs: z
     .number()
