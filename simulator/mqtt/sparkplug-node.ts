@@ -150,6 +150,8 @@ export class SimSparkplugNode {
     client.options.reconnectPeriod = 0;
     client.stream?.destroy();
     await closeDevice(client);
+    // The next session (start() again) is a new one: a new bdSeq, as after any lost connection.
+    this.bdSeq = (this.bdSeq + 1) % 256;
   }
 
   /** Publishes NDEATH and disconnects, as an edge node shutting down cleanly does. */

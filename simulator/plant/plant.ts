@@ -224,10 +224,14 @@ export class Plant {
         if (e.action === 'down') await s.pty.unplug();
         else await s.pty.replug();
       }
-    } else if (e.protocol === 'mqtt' && e.action === 'down') {
-      // The publishers reconnect by themselves, as a gateway's MQTT client does.
-      for (const m of this.mqtt.filter((x) => hits(x.assets)))
-        if (m.publisher instanceof SimSparkplugNode) await m.publisher.dropConnection();
+    } else if (e.protocol === 'mqtt') {
+      // The machine's gateway loses the broker: a Sparkplug node without a goodbye (the broker
+      // publishes its NDEATH will), a JSON gateway simply goes quiet; both come back at `up`.
+      for (const m of this.mqtt.filter((x) => hits(x.assets))) {
+        if (e.action === 'up') await m.publisher.start();
+        else if (m.publisher instanceof SimSparkplugNode) await m.publisher.dropConnection();
+        else await m.publisher.stop();
+      }
     }
   }
 

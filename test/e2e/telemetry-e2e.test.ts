@@ -195,6 +195,22 @@ describe('telemetry end to end (vigil run, real protocols)', () => {
     }
   }, 60_000);
 
+  it('marks a Sparkplug node that lost the broker as dead, and reads it again after its rebirth', async () => {
+    const quality = async (q: string) =>
+      metricValue(await metrics(), 'vigil_readings_total', { source: 'sparkplug', quality: q });
+    const badBefore = await quality('bad');
+    await plant.inject({ kind: 'broker-disconnect', protocol: 'mqtt', assets: ['engine-1'], action: 'down' });
+    // The broker publishes the node's NDEATH will: every metric of the engine becomes a bad reading.
+    await waitFor('the NDEATH of the engine node', async () =>
+      (await quality('bad')) > badBefore ? true : undefined,
+    );
+    const goodBefore = await quality('good');
+    await plant.inject({ kind: 'broker-disconnect', protocol: 'mqtt', assets: ['engine-1'], action: 'up' });
+    await waitFor('engine readings after the rebirth', async () =>
+      (await quality('good')) > goodBefore + 10 ? true : undefined,
+    );
+  }, 30_000);
+
   it('stores every reading with asset, tag, quality and timestamps, and loses none it accepted', async () => {
     const m = await metrics();
     const accepted = SOURCES.reduce(
@@ -218,6 +234,10 @@ describe('telemetry end to end (vigil run, real protocols)', () => {
       // Everything accepted until the stop, and whatever came in after, is in the file.
       expect(bySource.reduce((n, r) => n + r.n, 0)).toBeGreaterThanOrEqual(accepted);
       for (const s of SOURCES) expect(found[s]?.n, s).toBeGreaterThan(0);
+      const deaths = db
+        .prepare("SELECT count(*) AS n FROM readings WHERE source = 'sparkplug' AND status = 'NodeDeath'")
+        .get() as { n: number };
+      expect(deaths.n).toBeGreaterThan(0);
       // OPC-UA keeps the server's timestamp next to the device's.
       expect(found.opcua!.served).toBe(found.opcua!.n);
       const tags = db.prepare("SELECT DISTINCT tag FROM readings WHERE asset = 'engine-1'").all() as Array<{
