@@ -1,14 +1,17 @@
 import { createSource } from '../adapters/index.js';
 import { resolvePath, type LoadedConfig } from './config/load.js';
 import type { EngineOptions } from './engines/engine.js';
-import { errorMessage } from './errors.js';
+import { VigilError, errorMessage } from './errors.js';
 import { ModelHost } from './model/host.js';
+import { isImageManifest, isTelemetryManifest } from './model/manifest.js';
+import { peekModelKind } from './model/package.js';
 import type { Logger } from './log.js';
 import { startOpsServer, type HealthReport } from './ops/http.js';
 import { Metrics } from './ops/metrics.js';
 import { Pipeline, type PipelineContext, type PipelineStats } from './pipeline/pipeline.js';
 import type { FrameSample } from './pipeline/sample.js';
 import type { Source } from './pipeline/source.js';
+import { TelemetryPipeline, type TelemetryPipelineStats } from './pipeline/telemetry-pipeline.js';
 import { MqttPublisher } from './publish/mqtt-publisher.js';
 import type { Reading } from './telemetry/reading.js';
 import { Store } from './store/store.js';
@@ -30,7 +33,12 @@ export interface DaemonHooks {
  */
 export class Daemon {
   readonly metrics = new Metrics();
+  /** Frame pipelines (image models). */
   readonly pipelines = new Map<string, Pipeline>();
+  /** Telemetry pipelines (telemetry models): readings in, windows scored. */
+  readonly telemetryPipelines = new Map<string, TelemetryPipeline>();
+  /** Per telemetry source, the telemetry pipelines that read it. */
+  private readonly telemetryReaders = new Map<string, TelemetryPipeline[]>();
   readonly sources = new Map<string, Source>();
   private readonly models = new Map<string, ModelHost>();
   private store: Store | undefined;
@@ -93,6 +101,9 @@ export class Daemon {
       log: log.child({ component: 'telemetry' }),
       batchSize: config.telemetry.batchSize,
       flushIntervalMs: config.telemetry.flushIntervalMs,
+      onAccepted: (source, readings) => {
+        for (const p of this.telemetryReaders.get(source) ?? []) p.offer(readings);
+      },
     });
 
     for (const [name, mc] of Object.entries(config.models)) {
@@ -121,22 +132,29 @@ export class Daemon {
 
     for (const [name, pc] of Object.entries(config.pipelines)) {
       const model = this.models.get(pc.model)!;
-      this.pipelines.set(
+      const common = {
         name,
-        new Pipeline({
+        config: pc,
+        deviceId: config.device.id,
+        engine: () => model.current(),
+        sink: this.store,
+        publisher: this.publisher,
+        metrics: this.metrics,
+        log: log.child({ pipeline: name }),
+        onResult: this.hooks.onResult,
+        onAlertPublished: this.hooks.onAlertPublished,
+      };
+      if ((await this.pipelineKind(name, model)) === 'telemetry') {
+        const p = new TelemetryPipeline(common);
+        this.telemetryPipelines.set(name, p);
+        for (const s of pc.sources)
+          this.telemetryReaders.set(s, [...(this.telemetryReaders.get(s) ?? []), p]);
+      } else {
+        this.pipelines.set(
           name,
-          config: pc,
-          deviceId: config.device.id,
-          engine: () => model.current(),
-          sink: this.store,
-          publisher: this.publisher,
-          metrics: this.metrics,
-          inputError: (sample, reason) => this.countInputError(sample, reason),
-          log: log.child({ pipeline: name }),
-          onResult: this.hooks.onResult,
-          onAlertPublished: this.hooks.onAlertPublished,
-        }),
-      );
+          new Pipeline({ ...common, inputError: (sample, reason) => this.countInputError(sample, reason) }),
+        );
+      }
     }
 
     for (const [name, p] of this.pipelines) {
@@ -195,7 +213,7 @@ export class Daemon {
     this.started = true;
     log.info(
       {
-        pipelines: [...this.pipelines.keys()],
+        pipelines: [...this.pipelines.keys(), ...this.telemetryPipelines.keys()],
         sources: [...this.sources.keys()],
         models: [...this.models.keys()],
       },
@@ -214,6 +232,42 @@ export class Daemon {
     } catch (err) {
       this.log.warn({ err: errorMessage(err) }, 'retention pass failed');
     }
+  }
+
+  /**
+   * Whether a pipeline scores frames or telemetry windows: its model's manifest says; when the
+   * model did not load, its vigil.json (unverified) does, else the kind of its sources. A
+   * pipeline whose sources are of the other kind can never work and stops the start.
+   */
+  private async pipelineKind(name: string, model: ModelHost): Promise<'image' | 'telemetry'> {
+    const pc = this.loaded.config.pipelines[name]!;
+    const sources = pc.sources.map((s) => ({
+      name: s,
+      frames: this.loaded.config.sources[s]!.type.startsWith('camera-'),
+    }));
+    const m = model.current()?.manifest;
+    const kind =
+      (m && isTelemetryManifest(m) ? 'telemetry' : m && isImageManifest(m) ? 'image' : undefined) ??
+      (await peekModelKind(model.packageDir)) ??
+      (sources.every((s) => s.frames) ? 'image' : 'telemetry');
+    const wrong = sources.filter((s) => s.frames !== (kind === 'image'));
+    if (wrong.length > 0) {
+      throw new VigilError(
+        'VIGIL_ERR_CONFIG_INVALID',
+        `pipeline ${name} runs model ${pc.model}, ${kind === 'image' ? 'an image model that scores camera frames' : 'a telemetry model that scores windows of readings'}, ` +
+          `but reads ${wrong.map((s) => `'${s.name}'`).join(', ')}, ${kind === 'image' ? 'not a camera source' : 'a camera source'}. ` +
+          `Give pipelines.${name}.sources only ${kind === 'image' ? 'camera' : 'telemetry'} sources, or another model.`,
+        { detail: { pipeline: name, model: pc.model, sources: wrong.map((s) => s.name) } },
+      );
+    }
+    if (kind === 'image' && pc.threshold !== undefined && (pc.threshold < 0 || pc.threshold > 1)) {
+      throw new VigilError(
+        'VIGIL_ERR_CONFIG_INVALID',
+        `pipelines.${name}.threshold is ${pc.threshold}, but model ${pc.model} is an image model whose threshold is a defect score from 0 to 1.`,
+        { detail: { pipeline: name, threshold: pc.threshold } },
+      );
+    }
+    return kind;
   }
 
   /** Samples already counted as bad input, so that one sample read by two pipelines counts once. */
@@ -255,6 +309,8 @@ export class Daemon {
   status(): Record<string, unknown> {
     const pipelines: Record<string, PipelineStats> = {};
     for (const [n, p] of this.pipelines) pipelines[n] = p.snapshot();
+    const telemetryPipelines: Record<string, TelemetryPipelineStats> = {};
+    for (const [n, p] of this.telemetryPipelines) telemetryPipelines[n] = p.snapshot();
     const telemetry: Record<string, SourceTelemetryStats & { state: string }> = {};
     for (const [n, s] of this.sources) {
       if (s.type.startsWith('camera-') || !this.ingest) continue;
@@ -266,6 +322,7 @@ export class Daemon {
       startedAt: this.startedAt.toISOString(),
       ...this.health(),
       pipelines,
+      telemetryPipelines,
       telemetry,
     };
   }
@@ -295,6 +352,8 @@ export class Daemon {
     if (this.outboxTimer) clearInterval(this.outboxTimer);
     for (const [name, s] of this.sources) await withDeadline(`source ${name}`, s.stop(), 5_000, log);
     for (const [name, p] of this.pipelines) await withDeadline(`pipeline ${name}`, p.stop(), 5_000, log);
+    for (const [name, p] of this.telemetryPipelines)
+      await withDeadline(`pipeline ${name}`, p.stop(), 5_000, log);
     try {
       this.ingest?.close();
     } catch (err) {

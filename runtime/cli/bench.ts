@@ -13,6 +13,7 @@ import { Daemon } from '../daemon.js';
 import type { EngineOptions } from '../engines/engine.js';
 import { loadEngine } from '../engines/load.js';
 import { silentLogger } from '../log.js';
+import { isImageManifest } from '../model/manifest.js';
 import { LatencyRecorder, type LatencySummary } from '../pipeline/latency.js';
 import type { PipelineStats } from '../pipeline/pipeline.js';
 import { decodeAndResize, normalize } from '../pipeline/preprocess.js';
@@ -86,6 +87,11 @@ export async function benchCommand(opts: BenchOptions): Promise<void> {
     }
     const engine = await loadEngine(dir, ENGINE_OPTIONS, silentLogger());
     const m = engine.manifest;
+    if (!isImageManifest(m)) {
+      await engine.close();
+      say(`  ${name}: not an image model, skipped`);
+      continue;
+    }
     const input = m.inputs[0]!;
     const tensors: Float32Array[] = [];
     for (const b of bank) tensors.push(normalize(await decodeAndResize(b, m.preprocessing), m.preprocessing));

@@ -39,8 +39,13 @@ export async function modelsListCommand(dir?: string): Promise<void> {
       const m = pkg.manifest;
       const size = (await stat(pkg.modelPath)).size;
       const i = m.inputs[0]!;
+      const post = m.postprocessing;
+      const decides =
+        post.type === 'classification'
+          ? `labels ${post.labels.join(',')}  threshold ${post.threshold}`
+          : `${post.type} ${post.alertKind} ${post.alert.direction} ${post.alert.raise}`;
       console.log(
-        `${m.name} ${m.version}  ${m.format}  ${i.dtype}[${i.shape.join('x')}]  ${(size / 1024).toFixed(0)} KiB  labels ${m.postprocessing.labels.join(',')}  threshold ${m.postprocessing.threshold}  verified  ${rel}`,
+        `${m.name} ${m.version}  ${m.format}  ${i.dtype}[${i.shape.join('x')}]  ${(size / 1024).toFixed(0)} KiB  ${decides}  verified  ${rel}`,
       );
     } catch (err) {
       console.log(`INVALID  ${rel}: ${errorMessage(err).split('\n').join('; ')}`);

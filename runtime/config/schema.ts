@@ -82,14 +82,24 @@ export type ModelConfig = z.infer<typeof ModelConfig>;
 
 export const Severity = z.enum(['info', 'warning', 'critical']);
 
+/**
+ * One pipeline shape for both kinds: a pipeline whose model is an image model reads frames; one
+ * whose model is a telemetry model (preprocessing `telemetry`) reads readings and scores windows.
+ * Fields marked "telemetry" or "frames" only apply to that kind; new fields stay optional so that
+ * a config written for one kind never needs keys of the other.
+ */
 export const PipelineConfig = z.strictObject({
   sources: z.array(name).min(1).describe('Names of the sources this pipeline reads'),
-  model: name.describe('Name of the model (under models:) this pipeline runs'),
+  model: name.describe(
+    'Name of the model (under models:) this pipeline runs; an image model makes it a frame pipeline, a telemetry model a telemetry pipeline',
+  ),
   budgetMs: z
     .number()
     .positive()
     .default(100)
-    .describe('Latency budget from frame arrival to alert published; frames that cannot make it are dropped'),
+    .describe(
+      'Frames: latency budget from frame arrival to alert published; frames that cannot make it are dropped',
+    ),
   concurrency: z
     .number()
     .int()
@@ -97,19 +107,71 @@ export const PipelineConfig = z.strictObject({
     .max(4)
     .default(2)
     .describe(
-      'Frames in progress at once: 2 decodes one frame while the model runs on another (the model runs one at a time); 1 processes strictly one by one',
+      'Frames: frames in progress at once: 2 decodes one frame while the model runs on another (the model runs one at a time); 1 processes strictly one by one',
     ),
   threshold: z
     .number()
-    .min(0)
-    .max(1)
     .optional()
-    .describe('Overrides the alert threshold from the model manifest'),
+    .describe(
+      'Overrides the alert threshold from the model manifest: for an image model the defect score (0 to 1); for a telemetry model alert.raise (a RUL in the axis unit, a failure probability, an anomaly score), with alert.clear moved by the same amount',
+    ),
   severity: z
     .record(z.string(), Severity)
     .default({})
-    .describe('Alert severity per label; labels not listed are "warning"'),
-  publishResults: z.boolean().default(false).describe('Also publish every result on results/<pipeline>'),
+    .describe(
+      'Alert severity per label (telemetry labels: rul, risk, anomaly); labels not listed are "warning". Cleared telemetry alerts are "info"',
+    ),
+  publishResults: z
+    .boolean()
+    .default(false)
+    .describe('Also publish every result (every scored window) on results/<pipeline>'),
+  assets: z
+    .array(z.string().min(1))
+    .min(1)
+    .optional()
+    .describe('Telemetry: score only these assets of the sources; every asset when absent'),
+  alert: z
+    .strictObject({
+      raise: z.number().optional().describe('Score at which the alert is raised (overrides threshold too)'),
+      clear: z
+        .number()
+        .optional()
+        .describe('Score back past which a raised alert is cleared; must not be beyond raise'),
+      consecutive: z
+        .number()
+        .int()
+        .min(1)
+        .optional()
+        .describe('Scored windows in a row past raise (or clear) before the alert is raised (or cleared)'),
+    })
+    .optional()
+    .describe("Telemetry: overrides of the model manifest's alert hysteresis (postprocessing.alert)"),
+  lateSteps: z
+    .number()
+    .int()
+    .min(0)
+    .max(100)
+    .optional()
+    .describe(
+      'Telemetry: steps a reading may arrive late (by source time) and still count; a step is scored once a reading this many steps newer arrives. 0 when absent; raise it when one asset is fed by several sources whose clocks or deliveries differ',
+    ),
+  holdSteps: z
+    .number()
+    .int()
+    .min(0)
+    .optional()
+    .describe(
+      "Telemetry: overrides the model's preprocessing.holdSteps (steps a tag keeps its last value without a new reading); raise it for sources that send a value only when it changes (OPC-UA subscriptions), where silence means unchanged",
+    ),
+  maxPendingWindows: z
+    .number()
+    .int()
+    .min(1)
+    .max(1000)
+    .optional()
+    .describe(
+      'Telemetry: windows of one asset waiting for the model at most; when the model falls behind the oldest is superseded and counted. 4 when absent',
+    ),
 });
 export type PipelineConfig = z.infer<typeof PipelineConfig>;
 

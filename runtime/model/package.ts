@@ -4,7 +4,15 @@ import { readFile, readdir, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { ManifestError, VigilError, errorMessage, type Issue } from '../errors.js';
 import { zodIssues } from '../validation.js';
-import { Manifest } from './manifest.js';
+import {
+  Manifest,
+  isImageManifest,
+  isTelemetryManifest,
+  type ImageManifest,
+  type TelemetryManifest,
+  type TensorSpec,
+  SUMMARY_STATS,
+} from './manifest.js';
 
 /** A model package whose manifest is valid and whose files are exactly the ones it lists. */
 export interface ModelPackage {
@@ -81,6 +89,21 @@ export async function loadModelPackage(dir: string): Promise<ModelPackage> {
   return { dir: root, manifest, modelPath: path.join(root, manifest.file) };
 }
 
+/**
+ * What kind of model a package folder holds, from its vigil.json alone (unverified): lets the
+ * daemon wire a pipeline whose model failed to load the way it will run once the model is
+ * fixed. Undefined when the manifest cannot be read or says neither.
+ */
+export async function peekModelKind(dir: string): Promise<'image' | 'telemetry' | undefined> {
+  try {
+    const json = JSON.parse(await readFile(path.join(dir, MANIFEST_FILE), 'utf8')) as unknown;
+    const type = (json as { preprocessing?: { type?: unknown } } | null)?.preprocessing?.type;
+    return type === 'image' || type === 'telemetry' ? type : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function readManifest(root: string): Promise<Manifest> {
   const file = path.join(root, MANIFEST_FILE);
   let text: string;
@@ -143,7 +166,8 @@ function checkFileEntries(m: Manifest): Issue[] {
 
 /**
  * The manifest agrees with itself: quantized tensors say how, postprocessing points at an output
- * whose last dimension has one score per label, and preprocessing produces the input's shape.
+ * that has what it reads, and preprocessing produces the input's shape. Image and telemetry
+ * models each have their own rules.
  */
 export function checkManifestConsistency(m: Manifest): Issue[] {
   const issues: Issue[] = [];
@@ -185,7 +209,24 @@ export function checkManifestConsistency(m: Manifest): Issue[] {
       path: 'postprocessing.output',
       message: `'${post.output}' is not one of the outputs (${outputNames.map((n) => `'${n}'`).join(', ')})`,
     });
-  } else {
+  }
+  if (isImageManifest(m)) issues.push(...checkImage(m, out));
+  else if (isTelemetryManifest(m)) issues.push(...checkTelemetry(m, out));
+  else {
+    issues.push({
+      path: 'postprocessing.type',
+      message:
+        `'${post.type}' does not go with '${m.preprocessing.type}' preprocessing: image models use ` +
+        "'classification'; telemetry models use 'rul', 'failure_probability' or 'anomaly'",
+    });
+  }
+  return issues;
+}
+
+function checkImage(m: ImageManifest, out: TensorSpec | undefined): Issue[] {
+  const issues: Issue[] = [];
+  const post = m.postprocessing;
+  if (out) {
     const last = out.shape[out.shape.length - 1]!;
     if (post.labels.length !== last) {
       issues.push({
@@ -228,6 +269,83 @@ export function checkManifestConsistency(m: Manifest): Issue[] {
         path: `preprocessing.normalize.${key}`,
         message: `needs 1 or ${channels} entries, got ${n}`,
       });
+    }
+  }
+  return issues;
+}
+
+function checkTelemetry(m: TelemetryManifest, out: TensorSpec | undefined): Issue[] {
+  const issues: Issue[] = [];
+  const pre = m.preprocessing;
+  const post = m.postprocessing;
+  const nTags = pre.tags.length;
+
+  const seen = new Set<string>();
+  pre.tags.forEach((t, i) => {
+    if (seen.has(t)) issues.push({ path: `preprocessing.tags.${i}`, message: `'${t}' is listed twice` });
+    seen.add(t);
+  });
+  if (pre.axis.type === 'counter' && seen.has(pre.axis.tag)) {
+    issues.push({
+      path: 'preprocessing.axis.tag',
+      message: `'${pre.axis.tag}' is the axis and cannot also be a feature tag`,
+    });
+  }
+  for (const key of ['mean', 'std'] as const) {
+    const n = pre.normalize[key].length;
+    if (n !== nTags) {
+      issues.push({
+        path: `preprocessing.normalize.${key}`,
+        message: `needs one entry per tag (${nTags}), got ${n}`,
+      });
+    }
+  }
+
+  const input = m.inputs[0]!;
+  const expected = pre.features === 'window' ? [1, pre.window, nTags] : [1, nTags * SUMMARY_STATS];
+  const layout = pre.features === 'window' ? 'NTC' : 'NC';
+  if (input.shape.length !== expected.length || input.shape.some((d, i) => d !== expected[i])) {
+    issues.push({
+      path: 'inputs.0.shape',
+      message:
+        pre.features === 'window'
+          ? `[${input.shape.join(', ')}] does not match preprocessing (window of ${pre.window} steps, ${nTags} tags): expected NTC [${expected.join(', ')}]`
+          : `[${input.shape.join(', ')}] does not match preprocessing (summary: ${SUMMARY_STATS} statistics of ${nTags} tags): expected NC [${expected.join(', ')}]`,
+    });
+  }
+  if (input.layout !== undefined && input.layout !== layout) {
+    issues.push({
+      path: 'inputs.0.layout',
+      message: `'${input.layout}' does not match features '${pre.features}': expected ${layout}`,
+    });
+  }
+
+  if (out && (post.type === 'failure_probability' || post.type === 'anomaly')) {
+    const last = out.shape[out.shape.length - 1]!;
+    if (post.index >= last) {
+      issues.push({
+        path: 'postprocessing.index',
+        message: `${post.index} is out of range: output '${out.name}' has ${last} value${last > 1 ? 's' : ''} (last dimension of [${out.shape.join(', ')}])`,
+      });
+    }
+  }
+  const a = post.alert;
+  if (a.direction === 'above' ? a.clear > a.raise : a.clear < a.raise) {
+    issues.push({
+      path: 'postprocessing.alert.clear',
+      message:
+        a.direction === 'above'
+          ? `${a.clear} must not be above raise (${a.raise}): an alert raised at or above ${a.raise} clears once the score is back below clear`
+          : `${a.clear} must not be below raise (${a.raise}): an alert raised at or below ${a.raise} clears once the score is back above clear`,
+    });
+  }
+  if (post.type === 'failure_probability') {
+    for (const key of ['raise', 'clear'] as const) {
+      if (a[key] < 0 || a[key] > 1)
+        issues.push({
+          path: `postprocessing.alert.${key}`,
+          message: `${a[key]} is not a probability (0..1)`,
+        });
     }
   }
   return issues;

@@ -153,6 +153,49 @@ export class Metrics {
     buckets: LATENCY_BUCKETS,
     registers: [this.registry],
   });
+  readonly windowsScored = new Counter({
+    name: 'vigil_windows_scored_total',
+    help: 'Telemetry windows scored by a model and stored, per pipeline',
+    labelNames: ['pipeline'] as const,
+    registers: [this.registry],
+  });
+  readonly windowsSkipped = new Counter({
+    name: 'vigil_windows_skipped_total',
+    help: 'Telemetry windows due but not scored, by reason (gap, stale, bad_quality, superseded, model_unavailable, inference_error, store_error, shutdown)',
+    labelNames: ['pipeline', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly windowReadingsDropped = new Counter({
+    name: 'vigil_window_readings_dropped_total',
+    help: 'Readings of a model tag that could not be placed in a window, by reason (out_of_order, duplicate, no_axis); they are still stored',
+    labelNames: ['pipeline', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly windowResets = new Counter({
+    name: 'vigil_window_resets_total',
+    help: 'Assets whose counter axis went backwards (an engine replaced) and whose windows started afresh',
+    labelNames: ['pipeline'] as const,
+    registers: [this.registry],
+  });
+  readonly windowSeconds = new Histogram({
+    name: 'vigil_window_latency_seconds',
+    help: 'From a telemetry window being ready (its last step final) to its result stored',
+    labelNames: ['pipeline'] as const,
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly alertsCleared = new Counter({
+    name: 'vigil_alerts_cleared_total',
+    help: 'Telemetry alerts cleared (the score came back past alert.clear), by kind',
+    labelNames: ['pipeline', 'kind'] as const,
+    registers: [this.registry],
+  });
+  readonly activeAlerts = new Gauge({
+    name: 'vigil_alerts_active',
+    help: 'Telemetry alerts raised and not yet cleared (one per asset at most), per pipeline',
+    labelNames: ['pipeline'] as const,
+    registers: [this.registry],
+  });
   readonly mqttConnected = new Gauge({
     name: 'vigil_mqtt_connected',
     help: '1 while connected to the alert broker',

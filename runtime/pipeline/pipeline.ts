@@ -4,6 +4,7 @@ import { v7 as uuidv7 } from 'uuid';
 import type { Engine } from '../engines/engine.js';
 import { VigilError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import { isImageManifest } from '../model/manifest.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { PipelineConfig } from '../config/schema.js';
 import { LatencyRecorder, type LatencySummary } from './latency.js';
@@ -83,6 +84,7 @@ export class Pipeline {
   private lanes = 0;
   private engineTurn: Promise<void> = Promise.resolve();
   private stopped = false;
+  private wrongModelLogged = false;
   private idleWaiters: Array<() => void> = [];
   private readonly inflightPublishes = new Set<Promise<void>>();
   private readonly stats = {
@@ -113,7 +115,7 @@ export class Pipeline {
    */
   async warmUp(): Promise<void> {
     const engine = this.ctx.engine();
-    if (!engine) return;
+    if (!engine || !isImageManifest(engine.manifest)) return;
     const m = engine.manifest;
     const input = m.inputs[0]!;
     const blank = sharp({
@@ -190,6 +192,19 @@ export class Pipeline {
       return;
     }
     const m = engine.manifest;
+    if (!isImageManifest(m)) {
+      // A telemetry model cannot score frames; the daemon refuses such a config, but a model
+      // replaced under a running pipeline could still be one.
+      this.drop(sample, 'model_unavailable');
+      if (!this.wrongModelLogged) {
+        this.wrongModelLogged = true;
+        ctx.log.error(
+          { pipeline: ctx.name, model: m.name, version: m.version },
+          `pipeline ${ctx.name} reads frames but model ${m.name}@${m.version} is not an image model; its frames are dropped`,
+        );
+      }
+      return;
+    }
     const start = performance.now();
     const stages: StageTimings = {
       queue: start - sample.arrivedAt,

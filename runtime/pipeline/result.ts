@@ -35,6 +35,39 @@ export interface Result {
   latencyMs: number;
   stages: StageTimings;
   alertId?: string | undefined;
+  /** Telemetry results: the asset whose window was scored (also in `origin`). */
+  asset?: string | undefined;
+  /** Telemetry results: what the window was and what the model said, beyond the score. */
+  details?: TelemetryDetails | undefined;
+}
+
+/**
+ * What a telemetry result or alert says beyond its score. `topTags` are the tags whose latest
+ * normalised value (z-score against the model's training statistics) deviates most: an
+ * attribution by input deviation, not by the model's own reasoning.
+ */
+export interface TelemetryDetails {
+  /** Where the window starts and ends on the axis: a step index (time axis) or a counter value (cycles, hours). */
+  axisStart: number;
+  axisEnd: number;
+  /** Time of the window's last readings (ms since the epoch, source time where the device gave one). */
+  endTime: number;
+  /** Predicted remaining useful life (rul models), in `unit`. */
+  rul?: number | undefined;
+  /** Probability of failure within `horizon` (failure_probability models). */
+  probability?: number | undefined;
+  /** Anomaly score, higher is more unusual (anomaly models). */
+  anomaly?: number | undefined;
+  unit?: 'cycles' | 'hours' | undefined;
+  horizon?: number | undefined;
+  /** How long before the predicted failure, in `unit`: the predicted RUL (rul models). */
+  leadTime?: number | undefined;
+  /** The (up to) 3 tags with the largest |z| at the window's last step. */
+  topTags: Array<{ tag: string; z: number }>;
+  /** Alerts only: raised when the score crossed alert.raise, cleared when it came back past alert.clear. */
+  state?: 'raised' | 'cleared' | undefined;
+  /** Cleared alerts: the id of the alert they clear. */
+  clears?: string | undefined;
 }
 
 export type Severity = 'info' | 'warning' | 'critical';
@@ -61,7 +94,12 @@ export interface Alert {
   /**
    * Frame arrival until the alert was decided and written to the store, ms: the same figure in
    * the live message and in one re-sent after an outage. The broker round trip (to PUBACK) is
-   * in the vigil_alert_latency_seconds histogram.
+   * in the vigil_alert_latency_seconds histogram. Telemetry alerts: from the window being
+   * ready (its last step final) until stored.
    */
   latencyMs: number;
+  /** Telemetry alerts: the asset (also in `origin`). */
+  asset?: string | undefined;
+  /** Telemetry alerts: state (raised/cleared), RUL or probability, lead time, top tags. */
+  details?: TelemetryDetails | undefined;
 }

@@ -78,6 +78,18 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX readings_received_at ON readings (received_at);
     `,
   },
+  {
+    version: 3,
+    description: 'telemetry results: asset and details',
+    sql: `
+      -- Results of telemetry pipelines score one window of one asset; frame results leave
+      -- both NULL. details is JSON (TelemetryDetails: axis position, RUL or probability, top
+      -- tags).
+      ALTER TABLE results ADD COLUMN asset TEXT;
+      ALTER TABLE results ADD COLUMN details TEXT;
+      CREATE INDEX results_asset ON results (asset, produced_at) WHERE asset IS NOT NULL;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

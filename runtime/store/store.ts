@@ -4,7 +4,7 @@ import Database from 'better-sqlite3';
 import type { StoreConfig } from '../config/schema.js';
 import { VigilError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Alert, Result, StageTimings } from '../pipeline/result.js';
+import type { Alert, Result, StageTimings, TelemetryDetails } from '../pipeline/result.js';
 import type { Reading } from '../telemetry/reading.js';
 import { ReadingTable, type ReadingFilter, type StoredReading } from './readings.js';
 import { MIGRATIONS, SCHEMA_VERSION } from './schema.js';
@@ -18,6 +18,8 @@ import { MIGRATIONS, SCHEMA_VERSION } from './schema.js';
 
 export interface ResultFilter {
   pipeline?: string;
+  /** Telemetry results of this asset only. */
+  asset?: string;
   /** Only results produced at or after this time (ms since the epoch). */
   since?: number;
   label?: string;
@@ -68,12 +70,36 @@ interface ResultRow {
   latency_ms: number;
   stages: string;
   alert_id: string | null;
+  asset: string | null;
+  details: string | null;
 }
 
 interface AlertRow {
   payload: string;
   published_at: number | null;
   publish_attempts: number;
+}
+
+function resultConditions(filter: ResultFilter): { conditions: string[]; params: unknown[] } {
+  const conditions: string[] = [];
+  const params: unknown[] = [];
+  if (filter.pipeline !== undefined) {
+    conditions.push('pipeline = ?');
+    params.push(filter.pipeline);
+  }
+  if (filter.label !== undefined) {
+    conditions.push('label = ?');
+    params.push(filter.label);
+  }
+  if (filter.asset !== undefined) {
+    conditions.push('asset = ?');
+    params.push(filter.asset);
+  }
+  if (filter.since !== undefined) {
+    conditions.push('produced_at >= ?');
+    params.push(filter.since);
+  }
+  return { conditions, params };
 }
 
 function whereClause(conditions: string[]): string {
@@ -101,10 +127,10 @@ export class Store {
     this.insertResult = db.prepare(`
       INSERT INTO results (id, sample_id, pipeline, source, origin, received_at, produced_at,
         model_name, model_version, backend, provider, label, confidence, score, threshold,
-        scores, latency_ms, stages, alert_id)
+        scores, latency_ms, stages, alert_id, asset, details)
       VALUES (@id, @sampleId, @pipeline, @source, @origin, @receivedAt, @producedAt,
         @modelName, @modelVersion, @backend, @provider, @label, @confidence, @score, @threshold,
-        @scores, @latencyMs, @stages, @alertId)`);
+        @scores, @latencyMs, @stages, @alertId, @asset, @details)`);
     this.insertAlert = db.prepare(`
       INSERT INTO alerts (id, result_id, pipeline, kind, severity, payload, created_at)
       VALUES (@id, @resultId, @pipeline, @kind, @severity, @payload, @createdAt)`);
@@ -143,6 +169,8 @@ export class Store {
         latencyMs: result.latencyMs,
         stages: JSON.stringify(result.stages),
         alertId: result.alertId ?? alert?.id ?? null,
+        asset: result.asset ?? null,
+        details: result.details === undefined ? null : JSON.stringify(result.details),
       });
       if (alert) {
         const raisedAt = Date.parse(alert.timestamp);
@@ -239,21 +267,22 @@ export class Store {
   }
 
   countResults(filter: ResultFilter = {}): number {
-    const conditions: string[] = [];
-    const params: unknown[] = [];
-    if (filter.pipeline !== undefined) {
-      conditions.push('pipeline = ?');
-      params.push(filter.pipeline);
-    }
-    if (filter.label !== undefined) {
-      conditions.push('label = ?');
-      params.push(filter.label);
-    }
-    if (filter.since !== undefined) {
-      conditions.push('produced_at >= ?');
-      params.push(filter.since);
-    }
+    const { conditions, params } = resultConditions(filter);
     return this.count('results', conditions, params);
+  }
+
+  /** Results matching the filter, oldest first. */
+  listResults(filter: ResultFilter = {}, limit = 1000): Result[] {
+    const { conditions, params } = resultConditions(filter);
+    return this.guard('read results', () =>
+      (
+        this.db
+          .prepare(
+            `SELECT * FROM results${whereClause(conditions)} ORDER BY produced_at ASC, rowid ASC LIMIT ?`,
+          )
+          .all(...params, limit) as ResultRow[]
+      ).map(rowToResult),
+    );
   }
 
   countAlerts(filter: AlertFilter = {}): number {
@@ -414,5 +443,7 @@ function rowToResult(row: ResultRow): Result {
     latencyMs: row.latency_ms,
     stages: JSON.parse(row.stages) as StageTimings,
     alertId: row.alert_id ?? undefined,
+    ...(row.asset !== null ? { asset: row.asset } : {}),
+    ...(row.details !== null ? { details: JSON.parse(row.details) as TelemetryDetails } : {}),
   };
 }

@@ -25,6 +25,11 @@ export interface TelemetryIngestOptions {
   maxPending?: number;
   /** Delay before retrying a store that refused a write (ms). */
   retryMs?: number;
+  /**
+   * Told about the readings of each batch that passed the gate (every quality), in order, after
+   * they were queued for the store: how telemetry pipelines get their input. Must not throw.
+   */
+  onAccepted?: ((source: string, readings: readonly Reading[]) => void) | undefined;
 }
 
 export interface SourceTelemetryStats {
@@ -95,6 +100,7 @@ export class TelemetryIngest {
     const stats = this.statsFor(source);
     // Counted per batch, not per reading: a labelled counter increment costs more than the check.
     const counts = { good: 0, uncertain: 0, bad: 0 };
+    const accepted: Reading[] | undefined = this.o.onAccepted ? [] : undefined;
     for (const r of batch) {
       // The source name is the runtime's to give, not the adapter's.
       const reading: Reading = r.source === source ? r : { ...r, source };
@@ -110,6 +116,7 @@ export class TelemetryIngest {
         continue;
       }
       this.queue.push(reading);
+      accepted?.push(reading);
       counts[reading.quality] += 1;
       const key = `${source}\u0000${reading.asset}\u0000${reading.tag}`;
       if (this.latestBySeries.has(key) || this.latestBySeries.size < MAX_LATEST)
@@ -123,6 +130,13 @@ export class TelemetryIngest {
     if (counts.good + counts.uncertain + counts.bad > 0) {
       stats.lastReadingAt = now;
       this.o.metrics.lastReading.set({ source }, now / 1000);
+    }
+    if (accepted && accepted.length > 0) {
+      try {
+        this.o.onAccepted!(source, accepted);
+      } catch (err) {
+        log.error({ err: errorMessage(err) }, `readings of ${source} could not be handed to its pipelines`);
+      }
     }
     this.trimQueue();
     this.o.metrics.readingsPending.set(this.pendingCount);

@@ -22,7 +22,7 @@ describe('loadModelPackage', () => {
     expect(pkg.dir).toBe(TINY_FP32);
     expect(pkg.modelPath).toBe(path.join(TINY_FP32, 'model.onnx'));
     expect(pkg.manifest.name).toBe('tiny-fp32');
-    expect(pkg.manifest.preprocessing.resize).toBe('fill');
+    expect(pkg.manifest.preprocessing).toMatchObject({ type: 'image', resize: 'fill' });
     await expect(loadModelPackage(TINY_INT8)).resolves.toBeDefined();
   });
 

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../../runtime/engines/engine.js';
 import { loadEngine } from '../../runtime/engines/load.js';
+import { isImageManifest } from '../../runtime/model/manifest.js';
 import { silentLogger } from '../../runtime/log.js';
 import { decodeAndResize, normalize } from '../../runtime/pipeline/preprocess.js';
 import { OPTIONS, ROOT } from './support.js';
@@ -79,6 +80,7 @@ describe('engine parity with the Python reference runtimes', () => {
       const engine = await loadEngine(path.join(PACKAGES, folder), OPTIONS, silentLogger());
       engines.push(engine);
       const m = engine.manifest;
+      if (!isImageManifest(m)) throw new Error(`${folder} is not an image model`);
       const input = m.inputs[0]!;
       const output = m.outputs.find((o) => o.name === m.postprocessing.output)!;
       const limit = tolerance(output.quantization?.scale);
