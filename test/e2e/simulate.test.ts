@@ -69,7 +69,9 @@ describe('vigil simulate', () => {
       expect(s.readings.good, name).toBeGreaterThan(0);
       expect(s.state, name).toBe('up');
     }
-    expect(t.storedReadings).toBe(
+    // Everything counted as accepted is in the store; the plant keeps sending while the report is
+    // written, so a few more may have arrived since the counts were read.
+    expect(t.storedReadings).toBeGreaterThanOrEqual(
       Object.values(t.sources).reduce(
         (n, s) => n + s.readings.good + s.readings.uncertain + s.readings.bad,
         0,
