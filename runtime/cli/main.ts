@@ -120,6 +120,35 @@ program
   .option('--concurrency <n>', 'pipeline concurrency in the end-to-end runs', int('--concurrency', 1))
   .action(async (opts) => (await import('./bench.js')).benchCommand(opts));
 
+program
+  .command('replay')
+  .description(
+    'Recorded telemetry (CSV: asset, time or cycle, one column per tag) through the configured telemetry pipelines; one JSON line per model result',
+  )
+  .requiredOption('-c, --config <file>', 'the config whose models and pipelines to run')
+  .requiredOption(
+    '-i, --input <file>',
+    'CSV with an asset column, a time or cycle column and one column per tag',
+  )
+  .option(
+    '--speed <n|max>',
+    "'max' (as fast as the models go) or a factor of real time (cycle files: one cycle per second at 1)",
+    'max',
+  )
+  .requiredOption('-o, --out <file>', 'JSON lines output, one per model result')
+  .option('--log-level <level>', 'log level (logs go to stderr)', 'warn')
+  .action(async (opts: { config: string; input: string; speed: string; out: string; logLevel: string }) => {
+    const { replayCommand, printReplaySummary } = await import('./replay/replay.js');
+    const say = (l: string) => process.stdout.write(l + '\n');
+    try {
+      printReplaySummary(await replayCommand(opts), opts.out, say);
+    } catch (err) {
+      console.error(err instanceof Error ? err.message : String(err));
+      const code = (err as { code?: string }).code;
+      process.exitCode = code === 'VIGIL_ERR_CONFIG_INVALID' || code === 'VIGIL_ERR_INPUT_INVALID' ? 2 : 1;
+    }
+  });
+
 const opcua = program.command('opcua').description('OPC-UA tools');
 opcua
   .command('browse')
