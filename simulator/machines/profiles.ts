@@ -83,6 +83,18 @@ const modeTag = (names: string): SimTag => ({
   max: 3,
 });
 
+/**
+ * The hour meter: a counter the machine itself reports, so that a model can step on operating
+ * hours (axis `{ type: 'counter', tag: 'hours' }`) whatever the simulator's acceleration.
+ */
+const hoursTag: SimTag = {
+  name: 'hours',
+  unit: 'h',
+  description: 'hour meter: operating hours since new or since the last repair (stands while stopped)',
+  min: 0,
+  max: 999_999,
+};
+
 const bearingWear: FailureEffects = {
   vibration: 9,
   vibrationLaw: 'speed',
@@ -122,6 +134,7 @@ export const PUMP: RotatingProfile = {
     ...commonTags(100, 3600, 'drive-end'),
     { name: 'pressure', unit: 'bar', description: 'discharge pressure (absolute)', min: 0, max: 16 },
     modeTag('0 stopped, 1 idle, 2 low load, 3 high load'),
+    hoursTag,
   ],
   fifthTag: 'pressure',
   ratedSpeed: 2950,
@@ -145,6 +158,7 @@ export const SPINDLE: RotatingProfile = {
     ...commonTags(80, 15000, 'front'),
     { name: 'load', unit: '%', description: 'spindle load, % of rated torque', min: 0, max: 150 },
     modeTag('0 stopped, 1 idle, 2 finishing, 3 roughing'),
+    hoursTag,
   ],
   fifthTag: 'load',
   ratedSpeed: 12000,

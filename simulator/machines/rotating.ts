@@ -20,6 +20,8 @@ import type { MachineSnapshot, MachineTruth, SimMachine, SimTag, TagValue } from
  *   like a Paris-law crack towards the planned failure time.
  * - At the planned failure time the machine trips (set point 0, mode 0) and stays down until the
  *   repair time has passed, then restarts with new parts: a new run with its own planned failure.
+ * - An hour meter (`hours`) counts the simulated hours the machine has run since it was new or
+ *   last repaired: the axis a model can step on, whatever the wall-clock acceleration.
  *
  * The physics advances in fixed simulated steps, and the sensor noise is a hash of (seed, step),
  * so a snapshot is a pure function of the seed and the simulated time, however often it is read.
@@ -87,6 +89,8 @@ export class RotatingMachine implements SimMachine {
   private readonly noiseSeed: number;
 
   private step = 0;
+  /** Steps the machine has run (not tripped, not under repair) since its last repair: the hour meter. */
+  private operatingSteps = 0;
   private runs: PlannedRun[] = [];
   private failedAt: number | null = null;
   private mode: OperatingMode;
@@ -137,6 +141,18 @@ export class RotatingMachine implements SimMachine {
     return this.step * this.stepSeconds;
   }
 
+  /**
+   * Operating hours of the current run: simulated time the machine has run (in any operating mode)
+   * since it was started new or last came back from repair with new parts. It stands still while
+   * the machine is tripped or under repair and restarts from 0 after the repair, like a service
+   * hour meter reset at an overhaul. A model stepping on it (a counter axis) therefore scores
+   * nothing while the machine stands, and starts afresh after a repair (the counter going back),
+   * instead of mixing the worn-out machine's last hours into the repaired one's first windows.
+   */
+  get operatingHours(): number {
+    return (this.operatingSteps * this.stepSeconds) / 3600;
+  }
+
   /** Every run so far, the current one last. */
   history(): readonly PlannedRun[] {
     return this.runs.map((r) => ({ ...r }));
@@ -177,6 +193,8 @@ export class RotatingMachine implements SimMachine {
       v[name] = Math.round(Math.min(tag.max, Math.max(tag.min, noisy)) * m) / m;
     });
     v['mode'] = this.failedAt === null ? this.mode.id : 0;
+    // An hour meter counts exactly; 0.01 h (36 s) is the resolution of a typical digital one.
+    v['hours'] = Math.round(this.operatingHours * 100) / 100;
     return v;
   }
 
@@ -217,6 +235,8 @@ export class RotatingMachine implements SimMachine {
     this.step++;
     const t = this.simSeconds;
     const dt = this.stepSeconds;
+    // The step that just ended counts on the hour meter if the machine ran during it.
+    if (this.failedAt === null) this.operatingSteps++;
     const run = this.runs[this.runs.length - 1];
     if (run && this.failedAt === null && t >= run.failureAtSimSeconds) {
       this.failedAt = run.failureAtSimSeconds;
@@ -227,6 +247,7 @@ export class RotatingMachine implements SimMachine {
       t >= this.failedAt + this.plan.repairHours * 3600
     ) {
       this.failedAt = null;
+      this.operatingSteps = 0;
       this.runs.push(planRun(this.plan, this.profile.failureModes, this.planRng, this.runs.length, t));
       this.enterMode(this.profile.modes[0]!, t);
     }

@@ -120,10 +120,10 @@ const rotatingFields = {
 
 export const PumpSpec = z
   .strictObject({ kind: z.literal('pump'), ...rotatingFields })
-  .describe('A centrifugal pump: temperature, vibration_rms, current, speed, pressure, mode');
+  .describe('A centrifugal pump: temperature, vibration_rms, current, speed, pressure, mode, hours');
 export const SpindleSpec = z
   .strictObject({ kind: z.literal('spindle'), ...rotatingFields })
-  .describe('A machine-tool spindle: temperature, vibration_rms, current, speed, load, mode');
+  .describe('A machine-tool spindle: temperature, vibration_rms, current, speed, load, mode, hours');
 export const EngineSpec = z
   .strictObject({
     kind: z.literal('cmapss-engine'),

@@ -114,14 +114,14 @@ describe('RotatingMachine', () => {
     expect(a.machine.truth()).toEqual(b.machine.truth());
   });
 
-  it('publishes the five physical tags and the mode, with good quality and plausible values', () => {
+  it('publishes the five physical tags, the mode and the hour meter, with good quality and plausible values', () => {
     for (const kind of ['pump', 'spindle'] as const) {
       const { machine, time } = pump({ kind, seed: 9 });
       time.advance(5_000);
       const snap = machine.snapshot();
       const fifth = kind === 'pump' ? 'pressure' : 'load';
       expect(Object.keys(snap.values).sort()).toEqual(
-        ['current', fifth, 'mode', 'speed', 'temperature', 'vibration_rms'].sort(),
+        ['current', fifth, 'hours', 'mode', 'speed', 'temperature', 'vibration_rms'].sort(),
       );
       expect(machine.tags.map((t) => t.name)).toEqual(Object.keys(snap.values));
       for (const tag of machine.tags) {
@@ -134,7 +134,47 @@ describe('RotatingMachine', () => {
       expect(snap.values['temperature']!.value).toBeLessThan(90);
       expect(snap.values['vibration_rms']!.value).toBeLessThan(3);
       expect(snap.values['speed']!.value).toBeGreaterThan(0);
+      expect(snap.values['hours']!.value).toBe(5);
     }
+  });
+
+  it('counts operating hours on its hour meter whatever the acceleration, stands while stopped, restarts after a repair', () => {
+    // The same simulated hours reached at two accelerations read the same hour meter.
+    for (const accel of [60, 3600]) {
+      const { machine, time } = pump({ accel, seed: 2 });
+      time.advance((37.5 * HOUR * 1000) / accel);
+      expect(machine.snapshot().values['hours']!.value).toBe(37.5);
+    }
+    // Failure at 100 h, repair after 10 h: the meter stands at 100, and restarts from 0 with the
+    // repaired machine (a new run).
+    const { machine } = pump();
+    const at = (h: number) => {
+      machine.advanceTo(h * HOUR);
+      return machine.measure()['hours']!;
+    };
+    expect(at(0)).toBe(0);
+    expect(at(99.5)).toBe(99.5);
+    expect(at(100)).toBe(100);
+    expect(at(105)).toBe(100);
+    expect(at(109.99)).toBe(100);
+    expect(at(110)).toBe(0);
+    expect(at(130)).toBe(20);
+    expect(machine.history()[1]!.startSimSeconds).toBe(110 * HOUR);
+    expect(machine.operatingHours).toBe(20);
+    // Within a run it never goes back; it goes back to 0 only when a repaired run starts.
+    let prev = 20;
+    let resets = 0;
+    for (let h = 130.7; h < 1500; h += 0.7) {
+      const v = at(h);
+      if (v < prev) {
+        resets++;
+        expect(v).toBeLessThan(0.7);
+        expect(machine.truth().state).toBe('healthy');
+      }
+      prev = v;
+    }
+    expect(resets).toBe(machine.history().length - 2);
+    expect(resets).toBeGreaterThan(0);
   });
 
   it('fails at the planned time, trips, and restarts as new after the repair', () => {
@@ -439,6 +479,7 @@ describe('exportRuns', () => {
         'speed',
         kind === 'pump' ? 'pressure' : 'load',
         'mode',
+        'hours',
         'state',
         'failure_mode',
         'hours_to_failure',
@@ -458,7 +499,9 @@ describe('exportRuns', () => {
         for (const r of mine) {
           expect(r[header.indexOf('failure_mode')]).toBe(summary.failure_mode);
           expect(Number(r[1])).toBe(summary.seed);
-          for (const i of [3, 4, 5, 6, 7, 8]) expect(Number.isFinite(Number(r[i]))).toBe(true);
+          for (const i of [3, 4, 5, 6, 7, 8, 9]) expect(Number.isFinite(Number(r[i]))).toBe(true);
+          // Run from new and never stopped: the hour meter reads the simulated time.
+          expect(Number(r[header.indexOf('hours')])).toBe(Number(r[header.indexOf('time_h')]));
         }
       }
     }

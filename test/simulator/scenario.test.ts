@@ -172,7 +172,7 @@ faults:
       .replace('\n  - { kind: spike, asset: pump-1, tag: speed, at: 1 }', '');
     expect(problems(fixed.replace('status: Broken', 'status: BadSensorFailure'))).toEqual([
       "faults.0.asset: no machine 'pump-9' in this scenario (machines: pump-1, engine-1)",
-      "faults.1.tag: a pump has no tag 's4' (tags: temperature, vibration_rms, current, speed, pressure, mode)",
+      "faults.1.tag: a pump has no tag 's4' (tags: temperature, vibration_rms, current, speed, pressure, mode, hours)",
       "faults.3.asset: 'pump-1' is not exposed over serial, so a cable-pull cannot hit it",
       'faults.4: no machine is exposed over mqtt, so a broker-disconnect hits nothing',
     ]);
