@@ -15,6 +15,7 @@ import { createLogger } from '../log.js';
 import { preferredOrFreePort } from '../net.js';
 import type { Alert, Result } from '../pipeline/result.js';
 import { DEFAULT_MODEL_PACKAGE, repoRoot, simulateConfig } from './simulate/defaults.js';
+import { AssetTruthRecorder } from './simulate/asset-truth.js';
 import { startPlant, telemetryReport, watchTelemetry } from './simulate/plant-run.js';
 import { scoreAgainstTruth, type SimulateReport } from './simulate/report.js';
 import { VERSION } from '../version.js';
@@ -79,6 +80,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
     }
   }
   const stopPlant = async () => telemetry?.plant.stop();
+  const truthRecorder = telemetry ? new AssetTruthRecorder(telemetry.plant.machines) : undefined;
   let loaded;
   try {
     loaded = parseConfig(
@@ -91,6 +93,8 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
         withHttpCamera: opts.httpFps > 0,
         logLevel: opts.logLevel,
         telemetrySources: telemetry?.sources,
+        telemetryModels: telemetry?.models,
+        telemetryPipelines: telemetry?.pipelines,
       }),
       '(embedded simulate config)',
       root,
@@ -125,6 +129,20 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
     if (opts.quiet) return;
     try {
       const a = JSON.parse(payload.toString()) as Alert;
+      if (a.asset !== undefined) {
+        const d = a.details;
+        const value =
+          d?.rul !== undefined
+            ? `RUL ${d.rul.toFixed(0)} ${d.unit ?? ''}`
+            : d?.probability !== undefined
+              ? `p(failure within ${d.horizon ?? '?'} ${d.unit ?? ''}) ${d.probability.toFixed(2)}`
+              : `score ${a.score.toFixed(3)}`;
+        const top = d?.topTags.map((t) => `${t.tag} z=${t.z.toFixed(1)}`).join(', ');
+        say(
+          `${stamp()} ALERT ${a.kind} ${d?.state ?? 'raised'} ${a.asset} ${a.severity}: ${value}${top ? `  (most unusual: ${top})` : ''}  model ${a.model.name} ${a.model.version}`,
+        );
+        return;
+      }
       const t = truth.get(a.origin);
       const verdict = !t
         ? ''
@@ -145,7 +163,10 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
   let daemon: Daemon;
   try {
     daemon = await Daemon.start(loaded, log, {
-      onResult: (r) => results.set(r.origin, r),
+      onResult: (r, alert) => {
+        if (r.asset === undefined) results.set(r.origin, r);
+        else if (alert) truthRecorder?.onAlert(alert);
+      },
     });
   } catch (err) {
     await subscriber.endAsync().catch(() => undefined);
@@ -229,6 +250,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
 
   for (const c of cameras) c.camera.start();
   const unwatch = telemetry && !opts.quiet ? watchTelemetry(daemon, telemetry.plant, say) : () => undefined;
+  truthRecorder?.start();
   await new Promise<void>((resolve) => {
     const timer = opts.duration ? setTimeout(resolve, opts.duration * 1000) : undefined;
     const done = () => {
@@ -241,6 +263,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
   });
   const elapsed = (Date.now() - t0) / 1000;
   unwatch();
+  truthRecorder?.stop();
   for (const c of cameras) await c.camera.stop();
   for (const c of cameras) for (const [origin, t] of c.camera.truth) truth.set(origin, t);
   // Let the last frames arrive (the folder source needs stableMs to see a file as complete) and
@@ -280,7 +303,12 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
     pipelines: {},
     inputErrors: await inputErrorCounts(daemon),
     mqtt: { broker: broker.url, alertsReceivedBySubscriber: alertsReceived },
-    ...(telemetry ? { telemetry: telemetryReport(daemon, telemetry.plant, telemetry.scenarioFile) } : {}),
+    ...(telemetry
+      ? {
+          telemetry: telemetryReport(daemon, telemetry.plant, telemetry.scenarioFile),
+          assets: truthRecorder!.report(telemetry.plant.built.injectedFaults()),
+        }
+      : {}),
     peakRssMb: Math.round(process.resourceUsage().maxRSS / 1024),
   };
   for (const [name, p] of daemon.pipelines) {
@@ -359,6 +387,24 @@ function printSummary(r: SimulateReport, say: (l: string) => void): void {
         `    ${name} (${s.type}, ${s.state}): ${s.readings.good} good, ${s.readings.uncertain} uncertain, ${s.readings.bad} bad; ${s.reconnects} reconnects${refused ? `; refused: ${refused}` : ''}`,
       );
     }
+  }
+  for (const [name, p] of Object.entries(r.telemetry?.pipelines ?? {})) {
+    const skipped = Object.entries(p.windowsSkipped)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
+    say(
+      `  pipeline ${name} (${p.model?.name ?? '?'} ${p.model?.version ?? ''}): ${p.windowsScored} windows scored${skipped ? `, skipped: ${skipped}` : ''}; alerts raised ${JSON.stringify(p.alerts.raised)}, cleared ${JSON.stringify(p.alerts.cleared)}${p.latencyMs ? `; window to stored p50 ${p.latencyMs.p50} ms, p99 ${p.latencyMs.p99} ms` : ''}`,
+    );
+  }
+  if (r.assets) {
+    const a = r.assets;
+    for (const f of a.failures)
+      say(
+        `    ${f.asset} failed (${f.mode ?? '?'}) at ${new Date(f.at).toISOString()}: ${f.leadSeconds === null ? 'MISSED, no failure_risk alert before it' : `failure_risk alert ${f.leadSeconds} s before`}`,
+      );
+    say(
+      `  maintenance: ${a.failures.length} failures, ${a.missedFailures} missed, ${a.falseAlarms} false alarms, ${a.openAlerts} alerts still open; anomaly: ${a.anomaly.faultsDetected} of ${a.anomaly.faultsInjected} injected faults detected (delays ${JSON.stringify(a.anomaly.delaysSeconds)} s), ${a.anomaly.alertsWithoutFault} alerts without a fault`,
+    );
   }
   say(
     `  MQTT subscriber received ${r.mqtt.alertsReceivedBySubscriber} alerts; input errors ${JSON.stringify(r.inputErrors)}; peak RSS ${r.peakRssMb} MB`,

@@ -22,6 +22,9 @@ export interface SimulateSettings {
   logLevel: string;
   /** Telemetry sources reading the simulated plant (from plantSources); none without telemetry. */
   telemetrySources?: Record<string, Record<string, unknown>>;
+  /** Maintenance and anomaly models and pipelines on that telemetry. */
+  telemetryModels?: Record<string, Record<string, unknown>>;
+  telemetryPipelines?: Record<string, Record<string, unknown>>;
 }
 
 /** The embedded config of `vigil simulate`: the same shape a user writes in YAML. */
@@ -47,7 +50,7 @@ export function simulateConfig(s: SimulateSettings): Record<string, unknown> {
     http: { enabled: true, host: '127.0.0.1', port: s.httpPort },
     mqtt: { url: s.mqttUrl, topicPrefix: 'vigil' },
     store: { path: path.join(s.dataDir, 'vigil.db') },
-    models: { defect: { package: s.modelPackage } },
+    models: { defect: { package: s.modelPackage }, ...(s.telemetryModels ?? {}) },
     sources: { ...sources, ...(s.telemetrySources ?? {}) },
     pipelines: {
       inspection: {
@@ -56,6 +59,7 @@ export function simulateConfig(s: SimulateSettings): Record<string, unknown> {
         budgetMs: 100,
         severity: { crack: 'critical', scratch: 'warning', inclusion: 'warning' },
       },
+      ...(s.telemetryPipelines ?? {}),
     },
   };
 }

@@ -6,8 +6,10 @@ import { SimError } from '../../../simulator/machines/errors.js';
 import { loadScenarioFile, parseScenario, shippedScenario } from '../../../simulator/scenario/load.js';
 import type { Scenario } from '../../../simulator/scenario/scenario.js';
 import type { Daemon } from '../../daemon.js';
+import type { TelemetryPipelineStats } from '../../pipeline/telemetry-pipeline.js';
 import type { SourceTelemetryStats } from '../../telemetry/ingest.js';
-import { plantSources } from './telemetry-sources.js';
+import { repoRoot } from './defaults.js';
+import { plantWiring } from './telemetry-sources.js';
 
 /**
  * The telemetry half of `vigil simulate`: the scenario's machines behind their real protocol
@@ -17,6 +19,8 @@ import { plantSources } from './telemetry-sources.js';
 
 export interface TelemetryReport {
   scenario: string;
+  /** The maintenance and anomaly pipelines: windows scored and skipped, alerts, latency. */
+  pipelines: Record<string, TelemetryPipelineStats>;
   storedReadings: number;
   sources: Record<string, SourceTelemetryStats & { state: string; type: string }>;
   machines: Record<string, MachineTruth & { kind: string }>;
@@ -37,7 +41,13 @@ export async function startPlant(opts: {
   mqttUrl: string;
   workDir: string;
   say: (line: string) => void;
-}): Promise<{ plant: Plant; sources: Record<string, Record<string, unknown>>; scenarioFile: string }> {
+}): Promise<{
+  plant: Plant;
+  sources: Record<string, Record<string, unknown>>;
+  models: Record<string, Record<string, unknown>>;
+  pipelines: Record<string, Record<string, unknown>>;
+  scenarioFile: string;
+}> {
   const scenarioFile = resolveScenario(opts.scenario);
   const scenario = loadScenarioFile(scenarioFile);
   const start = (sc: Scenario) =>
@@ -60,11 +70,50 @@ export async function startPlant(opts: {
     opts.say(`  plant: the aircraft engines are left out: ${err.message}`);
     plant = await start(withoutEngines(scenario));
   }
-  const sources = plantSources(plant.endpoints, {
+  const { sources, assetSource } = plantWiring(plant.endpoints, {
     mqttUrl: opts.mqttUrl,
     pkiFolder: path.join(opts.workDir, 'pki', 'opcua'),
   });
-  return { plant, sources, scenarioFile };
+  return { plant, sources, ...maintenancePipelines(plant, assetSource), scenarioFile };
+}
+
+/**
+ * The shipped maintenance and anomaly models, per machine kind, that `vigil simulate` runs on
+ * the plant's telemetry: pipeline name suffix -> package folder (relative to the repository).
+ */
+const MAINTENANCE_MODELS: Record<string, Record<string, string>> = {
+  pump: {
+    failure: 'models/machine-failure/packages/pump-failure-gbt',
+    anomaly: 'models/anomaly/packages/pump-anomaly-iforest',
+  },
+  spindle: { failure: 'models/machine-failure/packages/spindle-failure-gbt' },
+  'cmapss-engine': { rul: 'models/engine-rul/packages/engine-rul-int8-onnx' },
+};
+
+function maintenancePipelines(
+  plant: Plant,
+  assetSource: Record<string, string>,
+): { models: Record<string, Record<string, unknown>>; pipelines: Record<string, Record<string, unknown>> } {
+  const models: Record<string, Record<string, unknown>> = {};
+  const pipelines: Record<string, Record<string, unknown>> = {};
+  const root = repoRoot();
+  for (const [kind, packages] of Object.entries(MAINTENANCE_MODELS)) {
+    const assets = plant.machines.filter((m) => m.kind === kind && assetSource[m.asset]).map((m) => m.asset);
+    if (assets.length === 0) continue;
+    for (const [what, pkg] of Object.entries(packages)) {
+      const dir = path.join(root, pkg);
+      if (!existsSync(path.join(dir, 'vigil.json'))) continue;
+      const name = `${kind === 'cmapss-engine' ? 'engine' : kind}-${what}`;
+      models[name] = { package: dir };
+      pipelines[name] = {
+        sources: [...new Set(assets.map((a) => assetSource[a]!))],
+        model: name,
+        assets,
+        severity: { risk: 'critical', rul: 'critical', anomaly: 'warning' },
+      };
+    }
+  }
+  return { models, pipelines };
 }
 
 /** The scenario without its C-MAPSS engines (and their faults). */
@@ -104,6 +153,8 @@ export function watchTelemetry(
       .filter((r) => ['temperature', 'vibration_rms', 's11', 'cycle'].includes(r.tag))
       .map((r) => `${r.asset}.${r.tag}=${r.value === null ? r.quality : round(r.value)}`);
     say(`[telemetry] ${parts.join(', ')}${values.length ? `  | ${values.join(' ')}` : ''}`);
+    const scored = [...daemon.telemetryPipelines].map(([n, p]) => `${n} ${p.snapshot().windowsScored}`);
+    if (scored.length) say(`[models] windows scored: ${scored.join(', ')}`);
     for (const m of plant.machines) {
       const t = m.truth();
       const state = `${t.state}${t.unit !== undefined ? ` unit ${t.unit}` : ''}`;
@@ -125,8 +176,11 @@ export function telemetryReport(daemon: Daemon, plant: Plant, scenarioFile: stri
   const sources: TelemetryReport['sources'] = {};
   for (const [name, s] of Object.entries(status.telemetry ?? {}))
     sources[name] = { ...s, type: daemon.sources.get(name)?.type ?? '?' };
+  const pipelines: Record<string, TelemetryPipelineStats> = {};
+  for (const [name, p] of daemon.telemetryPipelines) pipelines[name] = p.snapshot();
   return {
     scenario: scenarioFile,
+    pipelines,
     storedReadings: daemon.countReadings(),
     sources,
     machines: Object.fromEntries(plant.machines.map((m) => [m.asset, { kind: m.kind, ...m.truth() }])),

@@ -1,6 +1,7 @@
 import type { FrameTruth } from '../../../simulator/camera/types.js';
 import type { PipelineStats } from '../../pipeline/pipeline.js';
 import type { Result } from '../../pipeline/result.js';
+import type { AssetTruthReport } from './asset-truth.js';
 import type { TelemetryReport } from './plant-run.js';
 
 export interface TruthCounts {
@@ -96,6 +97,8 @@ export interface SimulateReport {
   mqtt: { broker: string; alertsReceivedBySubscriber: number };
   /** Absent when run with --no-telemetry. */
   telemetry?: TelemetryReport;
+  /** Maintenance and anomaly alerts against the machines' truth; absent with --no-telemetry. */
+  assets?: AssetTruthReport;
   peakRssMb: number;
 }
 

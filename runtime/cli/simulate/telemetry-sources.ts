@@ -8,10 +8,23 @@ export function plantSources(
   endpoints: readonly PlantEndpoint[],
   opts: { mqttUrl: string; pkiFolder: string },
 ): Record<string, Record<string, unknown>> {
+  return plantWiring(endpoints, opts).sources;
+}
+
+/** The sources, and which source reads each asset (for the maintenance pipelines). */
+export function plantWiring(
+  endpoints: readonly PlantEndpoint[],
+  opts: { mqttUrl: string; pkiFolder: string },
+): { sources: Record<string, Record<string, unknown>>; assetSource: Record<string, string> } {
   const sources: Record<string, Record<string, unknown>> = {};
+  const assetSource: Record<string, string> = {};
+  const read = (source: string, assets: readonly string[]) => {
+    for (const a of assets) assetSource[a] = source;
+  };
   endpoints.forEach((e, i) => {
     switch (e.protocol) {
       case 'opcua':
+        read(i === 0 ? 'opcua' : `opcua-${i}`, [...new Set(e.nodes.map((n) => n.asset))]);
         sources[i === 0 ? 'opcua' : `opcua-${i}`] = {
           type: 'opcua',
           endpoint: e.endpointUrl,
@@ -26,6 +39,7 @@ export function plantSources(
         };
         break;
       case 'serial-line':
+        read(`serial-${e.asset}`, [e.asset]);
         sources[`serial-${e.asset}`] = {
           type: 'serial-line',
           path: e.hostPath,
@@ -34,6 +48,7 @@ export function plantSources(
         };
         break;
       case 'modbus-rtu':
+        read(`modbus-${e.asset}`, [e.asset]);
         sources[`modbus-${e.asset}`] = {
           type: 'modbus-rtu',
           path: e.hostPath,
@@ -54,6 +69,7 @@ export function plantSources(
         };
         break;
       case 'mqtt-json':
+        read('mqtt-json', e.assets);
         sources['mqtt-json'] ??= {
           type: 'mqtt-json',
           url: opts.mqttUrl,
@@ -68,9 +84,10 @@ export function plantSources(
         };
         break;
       case 'sparkplug-b':
+        read('sparkplug', e.assets);
         sources['sparkplug'] ??= { type: 'sparkplug-b', url: opts.mqttUrl, groupId: e.groupId };
         break;
     }
   });
-  return sources;
+  return { sources, assetSource };
 }
