@@ -222,6 +222,12 @@ export class TelemetryPipeline {
     for (const r of outcome.resets) {
       this.stats.resets++;
       ctx.metrics.windowResets.inc({ pipeline: ctx.name });
+      // A new machine (or a repaired one) starts afresh: windows still queued from the old run
+      // are not scored into its state, and a half-built streak does not carry over. An alert
+      // still raised stays raised until the new run's windows clear it the ordinary way.
+      for (const p of this.pendingByAsset.get(r.asset) ?? []) p.superseded = true;
+      const h = this.alertState.get(r.asset);
+      if (h) h.restore({ active: h.active, streak: 0 });
       ctx.log.info(
         { pipeline: ctx.name, asset: r.asset, from: r.from, to: r.to },
         `asset ${r.asset}: counter went back from ${r.from} to ${r.to} (a replaced machine?); its windows start afresh`,

@@ -97,6 +97,38 @@ describe('vigil replay', () => {
     expect(strip(b.lines)).toEqual(strip(a.lines));
   });
 
+  it('starts an asset afresh when its counter restarts (a replaced engine), clearing its alert', async () => {
+    const replaced = [...rows.filter((r) => !r.startsWith('unit-2'))];
+    for (let cycle = 1; cycle <= 10; cycle++) {
+      const v = 100 - 2.5 * cycle;
+      replaced.push(`unit-1,${cycle},${v},${v},${v}`);
+    }
+    await writeFile(path.join(dir, 'replaced.csv'), replaced.join('\n') + '\n');
+    const out = path.join(dir, 'replaced.jsonl');
+    await run(process.execPath, [
+      CLI,
+      'replay',
+      '-c',
+      path.join(dir, 'vigil.yaml'),
+      '-i',
+      path.join(dir, 'replaced.csv'),
+      '-o',
+      out,
+    ]);
+    const lines = (await readFile(out, 'utf8'))
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Line);
+    // 37 windows of the first engine, then the new one from its 4th cycle: no window mixes them.
+    expect(lines.map((l) => l.axis)).toEqual([
+      ...Array.from({ length: 37 }, (_, i) => i + 4),
+      ...Array.from({ length: 7 }, (_, i) => i + 4),
+    ]);
+    const states = lines.flatMap((l) => l.alerts.map((a) => `${l.axis}:${a.details.state}`));
+    // Raised at cycle 31 of the old engine; the new engine's healthy windows clear it (two in a row).
+    expect(states).toEqual(['31:raised', '5:cleared']);
+  });
+
   it('refuses a CSV without an asset column with exit code 2 and says what the header lacks', async () => {
     await writeFile(path.join(dir, 'bad.csv'), 'unit,cycle,a\n1,1,2\n');
     const err = await run(process.execPath, [

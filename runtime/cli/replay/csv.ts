@@ -69,8 +69,10 @@ export async function* readReplayCsv(
           'VIGIL_ERR_INPUT_INVALID',
           `${file}:${line}: needs an asset and a ${axis === 'time' ? 'time (ms or ISO 8601)' : 'numeric cycle'}, got '${asset}' and '${rawAxis}'`,
         );
-      // Cycle files carry no clock: each cycle is stamped one second after the replay began.
-      const sourceTime = axis === 'time' ? axisValue : t0 + axisValue * 1000;
+      // Cycle files carry no clock: each row is stamped one second after the one before, so that
+      // time only moves forward, as it does live, and a counter that restarts (a replaced
+      // engine) is seen as a reset rather than as late readings.
+      const sourceTime = axis === 'time' ? axisValue : t0 + line * 1000;
       const readings: Reading[] = [];
       for (const [i, tag] of tagCols) {
         const cell = record[i]!;
