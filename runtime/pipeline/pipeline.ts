@@ -13,6 +13,7 @@ import { decodeAndResize, normalize } from './preprocess.js';
 import type { Alert, Result, Severity, StageTimings } from './result.js';
 import type { FrameSample } from './sample.js';
 import { FrameScheduler, type DropReason } from './scheduler.js';
+import { AlertDelivery } from './alert-delivery.js';
 
 /** Where results and alerts are kept; written before anything is published. */
 export interface ResultSink {
@@ -86,7 +87,7 @@ export class Pipeline {
   private stopped = false;
   private wrongModelLogged = false;
   private idleWaiters: Array<() => void> = [];
-  private readonly inflightPublishes = new Set<Promise<void>>();
+  private readonly delivery: AlertDelivery;
   private readonly stats = {
     seen: 0,
     processed: 0,
@@ -101,6 +102,7 @@ export class Pipeline {
   );
 
   constructor(private readonly ctx: PipelineContext) {
+    this.delivery = new AlertDelivery(ctx.publisher, ctx.metrics, ctx.log);
     this.scheduler = new FrameScheduler(ctx.config.budgetMs, (s, reason) => this.drop(s, reason));
   }
 
@@ -373,29 +375,17 @@ export class Pipeline {
   private publish(alert: Alert, arrivedAt: number): void {
     const { ctx } = this;
     const publishStart = performance.now();
-    const p = ctx.publisher
-      .publishAlert(alert)
-      .then(() => {
-        const acked = performance.now();
-        this.stageLatency.get('publish')!.add(acked - publishStart);
-        ctx.metrics.stageSeconds.observe(
-          { pipeline: ctx.name, stage: 'publish' },
-          (acked - publishStart) / 1000,
-        );
-        const total = acked - arrivedAt;
-        this.alertLatency.add(total);
-        ctx.metrics.alertSeconds.observe({ pipeline: ctx.name }, total / 1000);
-        ctx.onAlertPublished?.(alert, total);
-      })
-      .catch((err: unknown) => {
-        ctx.metrics.publishErrors.inc();
-        ctx.log.warn(
-          { alertId: alert.id, err: errorMessage(err) },
-          'alert not published now; it stays in the store and is sent when the broker is back',
-        );
-      })
-      .finally(() => this.inflightPublishes.delete(p));
-    this.inflightPublishes.add(p);
+    this.delivery.send(alert, (acked) => {
+      this.stageLatency.get('publish')!.add(acked - publishStart);
+      ctx.metrics.stageSeconds.observe(
+        { pipeline: ctx.name, stage: 'publish' },
+        (acked - publishStart) / 1000,
+      );
+      const total = acked - arrivedAt;
+      this.alertLatency.add(total);
+      ctx.metrics.alertSeconds.observe({ pipeline: ctx.name }, total / 1000);
+      ctx.onAlertPublished?.(alert, total);
+    });
   }
 
   snapshot(): PipelineStats {
@@ -416,7 +406,7 @@ export class Pipeline {
   /** Resolves once nothing is pending or processing and every started publish has settled. */
   async idle(): Promise<void> {
     if (this.lanes > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
-    await Promise.allSettled([...this.inflightPublishes]);
+    await this.delivery.settled();
   }
 
   /** Stops taking frames, finishes the one in progress, and waits (bounded by the caller) for publishes. */

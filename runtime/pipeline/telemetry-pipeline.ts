@@ -14,6 +14,7 @@ import { LatencyRecorder, type LatencySummary } from './latency.js';
 import type { AlertPublisher, ResultSink } from './pipeline.js';
 import type { Alert, Result, Severity, StageTimings, TelemetryDetails } from './result.js';
 import { scoreTelemetry, type TelemetryScore } from './telemetry-postprocess.js';
+import { AlertDelivery } from './alert-delivery.js';
 
 export interface TelemetryPipelineContext {
   name: string;
@@ -104,7 +105,7 @@ export class TelemetryPipeline {
   private running = false;
   private stopped = false;
   private idleWaiters: Array<() => void> = [];
-  private readonly inflightPublishes = new Set<Promise<void>>();
+  private readonly delivery: AlertDelivery;
   private readonly latency = new LatencyRecorder();
   private readonly alertLatency = new LatencyRecorder();
   private readonly stats = {
@@ -121,6 +122,7 @@ export class TelemetryPipeline {
   private readonly maxPending: number;
 
   constructor(private readonly ctx: TelemetryPipelineContext) {
+    this.delivery = new AlertDelivery(ctx.publisher, ctx.metrics, ctx.log);
     this.maxPending = ctx.config.maxPendingWindows ?? DEFAULT_MAX_PENDING;
     // At start a config that cannot work with the model (alert overrides beyond each other) throws.
     this.refreshModel(true);
@@ -478,23 +480,12 @@ export class TelemetryPipeline {
   /** Publishes without holding up the next window; the store already has the alert. */
   private publish(alert: Alert, readyAt: number): void {
     const { ctx } = this;
-    const p = ctx.publisher
-      .publishAlert(alert)
-      .then(() => {
-        const total = performance.now() - readyAt;
-        this.alertLatency.add(total);
-        ctx.metrics.alertSeconds.observe({ pipeline: ctx.name }, total / 1000);
-        ctx.onAlertPublished?.(alert, total);
-      })
-      .catch((err: unknown) => {
-        ctx.metrics.publishErrors.inc();
-        ctx.log.warn(
-          { alertId: alert.id, err: errorMessage(err) },
-          'alert not published now; it stays in the store and is sent when the broker is back',
-        );
-      })
-      .finally(() => this.inflightPublishes.delete(p));
-    this.inflightPublishes.add(p);
+    this.delivery.send(alert, (acked) => {
+      const total = acked - readyAt;
+      this.alertLatency.add(total);
+      ctx.metrics.alertSeconds.observe({ pipeline: ctx.name }, total / 1000);
+      ctx.onAlertPublished?.(alert, total);
+    });
   }
 
   snapshot(): TelemetryPipelineStats {
@@ -518,7 +509,7 @@ export class TelemetryPipeline {
   /** Resolves once no window is waiting or being scored and every started publish has settled. */
   async idle(): Promise<void> {
     if (this.running) await new Promise<void>((r) => this.idleWaiters.push(r));
-    await Promise.allSettled([...this.inflightPublishes]);
+    await this.delivery.settled();
   }
 
   /** Stops taking readings, counts waiting windows as shutdown, finishes the one being scored. */
