@@ -22,6 +22,7 @@ import mqtt from 'mqtt';
 import { stringify } from 'yaml';
 import { silentLogger } from '../runtime/log.js';
 import { Metrics } from '../runtime/ops/metrics.js';
+import { StoreConfig } from '../runtime/config/schema.js';
 import { Store } from '../runtime/store/store.js';
 import { MIGRATIONS } from '../runtime/store/schema.js';
 import { ReadingGate } from '../runtime/telemetry/gate.js';
@@ -262,7 +263,7 @@ function storeRound(prefix: string, rows: number): { rawPerSecond: number; vigil
 
   const store = Store.open(
     `${prefix}vigil.db`,
-    { path: 'x', retentionHours: 1e6, maxRows: 1e9, maxReadings: 1e9 },
+    StoreConfig.parse({ path: 'x', retentionHours: 1e6, maxRows: 1e9, maxReadings: 1e9 }),
     silentLogger(),
   );
   const ingest = new TelemetryIngest({

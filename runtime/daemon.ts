@@ -19,6 +19,8 @@ import { ReadingGate, type TagLimitMap } from './telemetry/gate.js';
 import type { SourceConfig } from './config/schema.js';
 import { TelemetryIngest, type SourceTelemetryStats } from './telemetry/ingest.js';
 import { withDeadline } from './lifecycle.js';
+import { UpstreamForwarder } from './forward/upstream.js';
+import { StoreUpkeep } from './upkeep.js';
 import { VERSION } from './version.js';
 
 export interface DaemonHooks {
@@ -44,6 +46,8 @@ export class Daemon {
   private store: Store | undefined;
   private ingest: TelemetryIngest | undefined;
   private publisher: MqttPublisher | undefined;
+  private upstream: UpstreamForwarder | undefined;
+  private upkeep: StoreUpkeep | undefined;
   private ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
   private readonly startedAt = new Date();
   private stopping: Promise<void> | undefined;
@@ -94,7 +98,12 @@ export class Daemon {
     }
 
     const storePath = resolvePath(this.loaded, config.store.path);
-    this.store = Store.open(storePath, config.store, log.child({ component: 'store' }));
+    this.store = Store.open(storePath, config.store, log.child({ component: 'store' }), {
+      metrics: this.metrics,
+    });
+    const upstream = config.upstream?.enabled ? config.upstream : undefined;
+    // Retention must not delete what is still waiting for the upstream broker.
+    this.store.setForwarded(upstream?.classes);
     this.ingest = new TelemetryIngest({
       sink: this.store,
       metrics: this.metrics,
@@ -129,6 +138,18 @@ export class Daemon {
       status: () => this.status(),
     });
     await this.publisher.start();
+
+    if (upstream) {
+      this.upstream = new UpstreamForwarder({
+        config: upstream,
+        deviceId: config.device.id,
+        queue: this.store,
+        log: log.child({ component: 'upstream' }),
+        metrics: this.metrics,
+        resolvePath: (p) => resolvePath(this.loaded, p),
+      });
+      await this.upstream.start();
+    }
 
     for (const [name, pc] of Object.entries(config.pipelines)) {
       const model = this.models.get(pc.model)!;
@@ -188,20 +209,29 @@ export class Daemon {
         },
         reject: (reason, message, origin) => ingest.refuse(name, reason, message, origin, slog),
         readings: (batch) => ingest.accept(name, batch, gate, slog),
+        readingsDurable: (batch, mark) => ingest.acceptDurable(name, batch, gate, slog, mark),
         reconnected: () => ingest.reconnected(name),
       });
       this.sources.set(name, source);
       await source.start(this.lifetime.signal);
     }
 
-    this.retentionTimer = setInterval(() => this.retentionPass(), 60_000);
+    this.upkeep = new StoreUpkeep(this.store, config.store, log.child({ component: 'store' }));
+    this.upkeep.start();
     // Alerts whose PUBACK timed out on a connection that stayed up are retried here; a
     // reconnect replays them anyway.
     this.outboxTimer = setInterval(() => {
       if (this.publisher?.connected()) void this.publisher.flushOutbox();
     }, 30_000);
     this.outboxTimer.unref();
-    this.retentionTimer.unref();
+    // The retained status carries the backlog, so a subscriber sees it without polling the API.
+    this.statusTimer = setInterval(() => {
+      if (this.publisher?.connected())
+        this.publisher.publishStatus().catch((err: unknown) => {
+          log.debug({ err: errorMessage(err) }, 'status not republished');
+        });
+    }, config.mqtt.statusIntervalSeconds * 1000);
+    this.statusTimer.unref();
     // Connection states are polled into gauges rather than pushed, so no component needs to
     // know about metrics to report them.
     this.gaugeTimer = setInterval(() => {
@@ -219,19 +249,6 @@ export class Daemon {
       },
       'vigil ready',
     );
-  }
-
-  /**
-   * One retention pass; when more readings are due than a pass deletes, the next pass follows on
-   * the next turn of the event loop, so that a large deletion never blocks frames for long.
-   */
-  private retentionPass(): void {
-    try {
-      const outcome = this.store?.applyRetention(Date.now());
-      if (outcome?.readingsMore && this.stopping === undefined) setImmediate(() => this.retentionPass());
-    } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, 'retention pass failed');
-    }
   }
 
   /**
@@ -279,12 +296,14 @@ export class Daemon {
     this.metrics.inputErrors.inc({ source: sample.source, reason });
   }
 
-  private retentionTimer: NodeJS.Timeout | undefined;
+  private statusTimer: NodeJS.Timeout | undefined;
   private gaugeTimer: NodeJS.Timeout | undefined;
   private outboxTimer: NodeJS.Timeout | undefined;
 
   private updateStateGauges(): void {
     this.metrics.mqttConnected.set(this.publisher?.connected() ? 1 : 0);
+    // Refreshes the upstream gauges (backlog, age, drain rate) as a side effect.
+    this.upstream?.status();
     for (const [name, s] of this.sources)
       this.metrics.sourceUp.set({ source: name, type: s.type }, s.state() === 'up' ? 1 : 0);
   }
@@ -324,7 +343,26 @@ export class Daemon {
       pipelines,
       telemetryPipelines,
       telemetry,
+      store: this.storeStatus(),
+      upstream: this.upstream?.status() ?? { enabled: false },
     };
+  }
+
+  private storeStatus(): Record<string, unknown> | undefined {
+    const store = this.store;
+    if (!store?.isOpen()) return undefined;
+    try {
+      return {
+        path: store.path,
+        id: store.storeId,
+        ...store.durability(),
+        ...(store.recovery ? { recovery: store.recovery } : {}),
+        classes: store.classStats(),
+        outbox: { alerts: store.countAlerts({ published: false }) },
+      };
+    } catch (err) {
+      return { path: store.path, error: errorMessage(err) };
+    }
   }
 
   /** The latest accepted reading of every source, asset and tag (kept in memory). */
@@ -344,30 +382,47 @@ export class Daemon {
     return this.stopping;
   }
 
+  /**
+   * Stops in reverse order of start within shutdown.timeoutSeconds in all: inputs first (nothing
+   * new is accepted), then what is in flight is finished and stored, the upstream backlog is
+   * forwarded for what time is left (at most upstream.flushOnStopSeconds), and the store is
+   * checkpointed and closed last. Every step has its share of the time; a step that hangs is
+   * logged and skipped, never waited for beyond the bound.
+   */
   private async stopAll(): Promise<void> {
     const log = this.log;
+    const started = Date.now();
+    // A second is kept for the store's final checkpoint and close and the ops server.
+    const deadline = started + this.loaded.config.shutdown.timeoutSeconds * 1000 - 1_000;
+    const left = (cap: number) => Math.max(1, Math.min(cap, deadline - Date.now()));
     this.lifetime.abort();
-    if (this.retentionTimer) clearInterval(this.retentionTimer);
+    this.upkeep?.stop();
     if (this.gaugeTimer) clearInterval(this.gaugeTimer);
     if (this.outboxTimer) clearInterval(this.outboxTimer);
-    for (const [name, s] of this.sources) await withDeadline(`source ${name}`, s.stop(), 5_000, log);
-    for (const [name, p] of this.pipelines) await withDeadline(`pipeline ${name}`, p.stop(), 5_000, log);
+    if (this.statusTimer) clearInterval(this.statusTimer);
+    for (const [name, s] of this.sources) await withDeadline(`source ${name}`, s.stop(), left(5_000), log);
+    for (const [name, p] of this.pipelines)
+      await withDeadline(`pipeline ${name}`, p.stop(), left(5_000), log);
     for (const [name, p] of this.telemetryPipelines)
-      await withDeadline(`pipeline ${name}`, p.stop(), 5_000, log);
+      await withDeadline(`pipeline ${name}`, p.stop(), left(5_000), log);
     try {
       this.ingest?.close();
     } catch (err) {
       log.warn({ err: errorMessage(err) }, 'final write of readings failed');
     }
-    if (this.publisher) await withDeadline('mqtt publisher', this.publisher.stop(), 5_000, log);
-    for (const [name, m] of this.models) await withDeadline(`model ${name}`, m.close(), 10_000, log);
+    if (this.upstream) {
+      const flushMs = left((this.loaded.config.upstream?.flushOnStopSeconds ?? 0) * 1000);
+      await withDeadline('upstream forwarder', this.upstream.stop(flushMs), flushMs + 500, log);
+    }
+    if (this.publisher) await withDeadline('mqtt publisher', this.publisher.stop(), left(5_000), log);
+    for (const [name, m] of this.models) await withDeadline(`model ${name}`, m.close(), left(10_000), log);
     try {
       this.store?.close();
     } catch (err) {
       log.warn({ err: errorMessage(err) }, 'store close failed');
     }
-    if (this.ops) await withDeadline('ops HTTP', this.ops.close(), 3_000, log);
-    log.info('vigil stopped');
+    if (this.ops) await withDeadline('ops HTTP', this.ops.close(), 500, log);
+    log.info({ ms: Date.now() - started }, 'vigil stopped');
   }
 }
 

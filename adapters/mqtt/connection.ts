@@ -1,7 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { connect, type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
+import {
+  connect,
+  type IClientOptions,
+  type IClientPublishOptions,
+  type IPublishPacket,
+  type MqttClient,
+} from 'mqtt';
 import { Backoff } from '../../runtime/backoff.js';
 import type { MqttConnection } from '../../runtime/config/sources/mqtt.js';
 import { VigilError, errorMessage } from '../../runtime/errors.js';
@@ -23,6 +29,15 @@ import type { SourceContext, SourceState } from '../../runtime/pipeline/source.j
  */
 export type MqttSession = 'persistent' | 'clean';
 
+/** What the PUBLISH packet says about its delivery. */
+export interface MqttPacketInfo {
+  /** Present for QoS 1 and 2: the broker reuses it once the message is acknowledged. */
+  messageId?: number;
+  /** Set by the broker on a redelivery of a message it sent before without an acknowledgement. */
+  dup: boolean;
+  qos: 0 | 1 | 2;
+}
+
 export interface TopicSubscription {
   topic: string;
   qos: 0 | 1;
@@ -36,8 +51,12 @@ export interface SourceMqttOptions {
   ctx: SourceContext;
   log: Logger;
   subscriptions: readonly TopicSubscription[];
-  /** Every message received; must not throw (errors are logged and the message dropped). */
-  onMessage(topic: string, payload: Buffer, receivedAt: number): void;
+  /**
+   * Every message received, one at a time; must not throw (errors are logged and the message
+   * dropped). A returned promise holds the acknowledgement of a QoS 1 message (and the next
+   * message) until it settles; without one, the message is acknowledged at once.
+   */
+  onMessage(topic: string, payload: Buffer, receivedAt: number, packet: MqttPacketInfo): void | Promise<void>;
   /** After the subscriptions were granted on each connect (Sparkplug's STATE birth goes here). */
   onConnected?(client: MqttClient): void;
   /** The last will for the next connection attempt. */
@@ -161,15 +180,9 @@ export class SourceMqttClient {
     client.on('close', () => this.onClose());
     client.on('reconnect', () => this.onReconnectAttempt(client));
     client.on('error', (err) => this.onError(client, err));
-    client.on('message', (topic, payload) => {
-      const receivedAt = Date.now();
-      try {
-        this.opts.onMessage(topic, payload, receivedAt);
-      } catch (err) {
-        // Defensive: the handlers count their own refusals; one message must never stop the source.
-        this.log.error({ topic, err: errorMessage(err) }, 'unexpected error while handling an MQTT message');
-      }
-    });
+    // Not the 'message' event: mqtt.js sends the PUBACK of a QoS 1 message once handleMessage
+    // calls back, which is how the acknowledgement waits until the message is stored.
+    client.handleMessage = (packet, callback) => this.handleMessage(client, packet, callback);
     signal.addEventListener('abort', () => void this.stop(), { once: true });
     await new Promise<void>((resolve) => {
       const done = () => {
@@ -222,6 +235,51 @@ export class SourceMqttClient {
     // mqtt.js may still emit an 'error' from a half-open socket; never let that crash the daemon.
     client.on('error', () => undefined);
     if (wasStarted) this.log.info('MQTT source disconnected');
+  }
+
+  /**
+   * Hands one message over and calls back, letting mqtt.js acknowledge it, once the handler's
+   * promise (if any) has settled. mqtt.js handles the next packet only after that, so a source
+   * that waits for its store acknowledges in order and takes one message per commit.
+   */
+  private handleMessage(client: MqttClient, packet: IPublishPacket, callback: (err?: Error) => void): void {
+    const receivedAt = Date.now();
+    // The connection uses MQTT 3.1.1 (no topic aliases): the packet's topic is the whole topic.
+    const topic = packet.topic;
+    const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    const info: MqttPacketInfo = {
+      dup: packet.dup,
+      qos: packet.qos,
+      ...(packet.messageId !== undefined ? { messageId: packet.messageId } : {}),
+    };
+    let pending: void | Promise<void> = undefined;
+    try {
+      pending = this.opts.onMessage(topic, payload, receivedAt, info);
+    } catch (err) {
+      // Defensive: the handlers count their own refusals; one message must never stop the source.
+      this.log.error({ topic, err: errorMessage(err) }, 'unexpected error while handling an MQTT message');
+    }
+    if (!pending) {
+      callback();
+      return;
+    }
+    const stream = client.stream;
+    pending
+      .catch((err: unknown) => {
+        // Handlers never reject; should one, the message is as good as dropped, and holding its
+        // acknowledgement would only stall the source until the next reconnect.
+        this.log.error({ topic, err: errorMessage(err) }, 'unexpected error while handling an MQTT message');
+      })
+      .then(() => {
+        if (this.stopped || client.stream !== stream || !client.connected) {
+          // The connection that delivered it is gone: mqtt.js would queue this PUBACK for the next
+          // connection, where the broker delivers the message again anyway. Skipping it keeps a
+          // stale acknowledgement from ever meeting a reused packet id.
+          callback(new Error('connection closed before the message was stored'));
+          return;
+        }
+        callback();
+      });
   }
 
   private clientOptions(): IClientOptions {

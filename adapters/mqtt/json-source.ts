@@ -1,7 +1,8 @@
+import { createHash } from 'node:crypto';
 import type { MqttJsonSourceConfig } from '../../runtime/config/sources/mqtt.js';
 import type { Logger } from '../../runtime/log.js';
 import type { Source, SourceContext, SourceState } from '../../runtime/pipeline/source.js';
-import { SourceMqttClient, topicMatches } from './connection.js';
+import { SourceMqttClient, topicMatches, type MqttPacketInfo } from './connection.js';
 import { compileSubscription, mapJsonMessage, type CompiledJsonSubscription } from './json-mapping.js';
 
 export type { MqttJsonSourceConfig } from '../../runtime/config/sources/mqtt.js';
@@ -17,7 +18,9 @@ export interface MqttJsonSourceOptions {
  * Each message becomes one batch of readings; fields that cannot be read are refused one by one
  * and counted, without losing the good fields of the same message. The session is persistent
  * under a stable client id, so that QoS 1 messages sent while Vigil was disconnected (a network
- * blip, a broker restart with persistence, a Vigil restart) arrive once it is back.
+ * blip, a broker restart with persistence, a Vigil restart) arrive once it is back. A QoS 1
+ * message is acknowledged only once its readings are committed to the store, and a redelivery of
+ * one already stored (its acknowledgement was lost to a crash or an outage) is not stored twice.
  */
 export class MqttJsonSource implements Source {
   readonly type = 'mqtt-json';
@@ -41,7 +44,7 @@ export class MqttJsonSource implements Source {
       ctx,
       log: this.log,
       subscriptions: config.subscriptions.map((s) => ({ topic: s.topic, qos: config.qos })),
-      onMessage: (topic, payload, receivedAt) => this.onMessage(topic, payload, receivedAt),
+      onMessage: (topic, payload, receivedAt, packet) => this.onMessage(topic, payload, receivedAt, packet),
       ...(options.env ? { env: options.env } : {}),
     });
   }
@@ -67,12 +70,17 @@ export class MqttJsonSource implements Source {
     await this.mqtt.stop();
   }
 
-  private onMessage(topic: string, payload: Buffer, receivedAt: number): void {
+  private onMessage(
+    topic: string,
+    payload: Buffer,
+    receivedAt: number,
+    packet: MqttPacketInfo,
+  ): Promise<void> | undefined {
     // Subscriptions never overlap (the schema refuses it), so at most one matches.
     const sub = this.subscriptions.find((s) => topicMatches(s.config.topic, topic));
     if (!sub) {
       this.log.debug({ topic }, 'message on a topic no subscription maps; ignored');
-      return;
+      return undefined;
     }
     const outcome = mapJsonMessage(sub, {
       source: this.name,
@@ -82,6 +90,18 @@ export class MqttJsonSource implements Source {
       maxPayloadBytes: this.config.maxPayloadBytes,
     });
     for (const r of outcome.rejections) this.ctx.reject(r.reason, r.message, topic);
-    if (outcome.readings.length > 0) this.ctx.readings(outcome.readings);
+    if (outcome.readings.length === 0) return undefined;
+    if (packet.qos === 0 || packet.messageId === undefined) {
+      this.ctx.readings(outcome.readings);
+      return undefined;
+    }
+    // The packet id names the delivery (the broker reuses it only once acknowledged), the hash
+    // its content: together they recognise the redelivery of a message already stored.
+    const mark = {
+      key: String(packet.messageId),
+      hash: createHash('sha256').update(topic).update('\0').update(payload).digest('hex'),
+      redelivered: packet.dup,
+    };
+    return this.ctx.readingsDurable(outcome.readings, mark).then(() => undefined);
   }
 }

@@ -149,6 +149,25 @@ program
     }
   });
 
+program
+  .command('status')
+  .description(
+    'What the gateway holds and has delivered: upstream backlog and age per class, last delivery, store usage and evictions (from the running daemon, else from the store file)',
+  )
+  .option(
+    '-c, --config <file>',
+    "the daemon's config: its HTTP address, and its store to read when it is not running",
+  )
+  .option(
+    '--url <url>',
+    'ops HTTP base URL of the daemon (default from --config, else http://127.0.0.1:8470)',
+  )
+  .option('--json', 'print the full status as JSON')
+  .action(async (opts: { config?: string; url?: string; json?: boolean }) => {
+    const { statusCommand } = await import('./status.js');
+    process.exitCode = await statusCommand(opts);
+  });
+
 const opcua = program.command('opcua').description('OPC-UA tools');
 opcua
   .command('browse')

@@ -46,6 +46,17 @@ export async function runCommand(file: string): Promise<void> {
       process.exit(1);
     }
     log.info({ signal }, 'stopping');
+    // The daemon bounds each step; this is the backstop should one of them not return at all.
+    // Everything accepted is already committed, so exiting here loses nothing stored.
+    const bound = loaded.config.shutdown.timeoutSeconds * 1000;
+    setTimeout(() => {
+      log.error(
+        { signal, timeoutSeconds: loaded.config.shutdown.timeoutSeconds },
+        'shutdown did not finish in time; exiting now',
+      );
+      log.flush();
+      process.exit(1);
+    }, bound + 1_000).unref();
     daemon.stop().then(
       () => {
         log.flush();

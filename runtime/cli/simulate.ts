@@ -303,6 +303,7 @@ export async function simulateCommand(opts: SimulateOptions): Promise<void> {
     pipelines: {},
     inputErrors: await inputErrorCounts(daemon),
     mqtt: { broker: broker.url, alertsReceivedBySubscriber: alertsReceived },
+    ...upstreamReport(daemon.status().upstream),
     ...(telemetry
       ? {
           telemetry: telemetryReport(daemon, telemetry.plant, telemetry.scenarioFile),
@@ -409,4 +410,27 @@ function printSummary(r: SimulateReport, say: (l: string) => void): void {
   say(
     `  MQTT subscriber received ${r.mqtt.alertsReceivedBySubscriber} alerts; input errors ${JSON.stringify(r.inputErrors)}; peak RSS ${r.peakRssMb} MB`,
   );
+  if (r.upstream)
+    say(
+      `  upstream (${r.upstream.state}): delivered ${JSON.stringify(r.upstream.delivered)}, still waiting ${JSON.stringify(r.upstream.backlog)}`,
+    );
+}
+
+function upstreamReport(status: unknown): Pick<SimulateReport, 'upstream'> {
+  const u = status as
+    | {
+        enabled: boolean;
+        state?: string;
+        classes?: Record<string, { rows: number; deliveredThisRun: number }>;
+      }
+    | undefined;
+  if (!u?.enabled || !u.classes) return {};
+  const classes = Object.entries(u.classes);
+  return {
+    upstream: {
+      state: u.state ?? 'unknown',
+      delivered: Object.fromEntries(classes.map(([c, v]) => [c, v.deliveredThisRun])),
+      backlog: Object.fromEntries(classes.map(([c, v]) => [c, v.rows])),
+    },
+  };
 }

@@ -4,6 +4,7 @@ import { MqttJsonSource, MqttTls, SparkplugSource } from './sources/mqtt.js';
 import { ModbusRtuSource, SerialLineSource } from './sources/serial.js';
 import { OpcUaSource } from './sources/opcua.js';
 import { TELEMETRY_DEFAULTS, TelemetryConfig } from './sources/telemetry.js';
+import { UpstreamConfig } from './upstream.js';
 
 export { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
 export { TelemetryConfig } from './sources/telemetry.js';
@@ -191,6 +192,11 @@ export const MqttConfig = z.strictObject({
     .describe('Topics are <topicPrefix>/<device id>/alerts/<kind>, .../status, .../results/<pipeline>'),
   tls: MqttTls.optional().describe('TLS settings for mqtts:// URLs'),
   keepaliveSeconds: z.number().int().min(0).default(30).describe('MQTT keep-alive interval'),
+  statusIntervalSeconds: z
+    .number()
+    .positive()
+    .default(30)
+    .describe('The retained status (with the store backlog) is republished this often'),
 });
 export type MqttConfig = z.infer<typeof MqttConfig>;
 
@@ -217,6 +223,45 @@ export const StoreConfig = z.strictObject({
     .positive()
     .default(10_000_000)
     .describe('Cap on stored telemetry readings; the oldest go first'),
+  synchronous: z
+    .enum(['full', 'normal'])
+    .default('full')
+    .describe(
+      "SQLite's synchronous level in WAL mode. full: every commit is on disk before it is acknowledged (survives a power cut); normal: survives a crash of Vigil but a power cut can lose the last commits. See docs/STORE-AND-FORWARD.md",
+    ),
+  checkpointIntervalSeconds: z
+    .number()
+    .positive()
+    .default(60)
+    .describe('How often the write-ahead log is copied into the database file (a passive checkpoint)'),
+  integrityCheck: z
+    .enum(['quick', 'off'])
+    .default('quick')
+    .describe(
+      "At start, check the database with SQLite's quick_check; a damaged file is moved aside and a new one started",
+    ),
+  quotaMiB: z
+    .strictObject({
+      alerts: z.number().positive().default(64).describe('Disk quota of alerts (MiB)'),
+      results: z.number().positive().default(512).describe('Disk quota of results (MiB)'),
+      readings: z.number().positive().default(4096).describe('Disk quota of telemetry readings (MiB)'),
+    })
+    .default({ alerts: 64, results: 512, readings: 4096 })
+    .describe(
+      'Disk quota per class of data; over it, the oldest rows of that class are evicted, delivered ones first. Evicting an undelivered alert is logged as an error',
+    ),
+  minFreeDiskMiB: z
+    .number()
+    .min(0)
+    .default(256)
+    .describe(
+      'When the disk holding the store has less free space than this, the oldest rows are evicted, readings first, then results, alerts last',
+    ),
+  quotaCheckSeconds: z
+    .number()
+    .positive()
+    .default(10)
+    .describe('How often quotas and free disk space are checked'),
 });
 export type StoreConfig = z.infer<typeof StoreConfig>;
 
@@ -250,17 +295,21 @@ export const VigilConfig = z
     http: HttpConfig.default({ enabled: true, host: '127.0.0.1', port: 8470 }).describe(
       'Ops HTTP server: /healthz, /readyz, /metrics, /api/v1/*',
     ),
-    mqtt: MqttConfig.default({
-      url: 'mqtt://127.0.0.1:1883',
-      topicPrefix: 'vigil',
-      keepaliveSeconds: 30,
-    }).describe('The MQTT broker alerts and status are published to'),
-    store: StoreConfig.default({
-      path: 'vigil-data/vigil.db',
-      retentionHours: 168,
-      maxRows: 1_000_000,
-      maxReadings: 10_000_000,
-    }).describe('SQLite store of readings, results and alerts'),
+    mqtt: MqttConfig.prefault({}).describe('The MQTT broker alerts and status are published to'),
+    store: StoreConfig.prefault({}).describe('SQLite store of readings, results and alerts'),
+    upstream: UpstreamConfig.optional().describe(
+      'Forwarding of stored alerts, results and readings to an upstream (cloud or plant) MQTT broker; absent: nothing is forwarded',
+    ),
+    shutdown: z
+      .strictObject({
+        timeoutSeconds: z
+          .number()
+          .positive()
+          .default(15)
+          .describe('On SIGTERM, the daemon exits within this long, whatever is still in flight'),
+      })
+      .prefault({})
+      .describe('Graceful shutdown'),
     telemetry: TelemetryConfig.default(TELEMETRY_DEFAULTS).describe(
       'Checks and batching applied to the readings of every telemetry source',
     ),

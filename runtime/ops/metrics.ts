@@ -202,6 +202,82 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly ingestDuplicates = new Counter({
+    name: 'vigil_ingest_duplicates_total',
+    help: 'Redelivered input batches (MQTT QoS 1 after a crash or a lost acknowledgement) recognised as already stored and not stored again',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+  readonly storeRecoveries = new Counter({
+    name: 'vigil_store_recoveries_total',
+    help: 'Damaged database files found at start, moved aside and replaced by a new store',
+    registers: [this.registry],
+  });
+  readonly storeClassBytes = new Gauge({
+    name: 'vigil_store_class_bytes',
+    help: 'Disk space used by one class of data (alerts, results, readings), as SQLite accounts it',
+    labelNames: ['class'] as const,
+    registers: [this.registry],
+  });
+  readonly storeQuotaBytes = new Gauge({
+    name: 'vigil_store_quota_bytes',
+    help: 'Disk quota of one class of data (store.quotaMiB)',
+    labelNames: ['class'] as const,
+    registers: [this.registry],
+  });
+  readonly storeEvicted = new Counter({
+    name: 'vigil_store_evicted_total',
+    help: 'Rows evicted to stay within a quota or the free-disk floor, by class and whether they had been delivered upstream (delivered="false" is data lost by policy)',
+    labelNames: ['class', 'delivered', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamConnected = new Gauge({
+    name: 'vigil_upstream_connected',
+    help: '1 while connected to the upstream broker',
+    registers: [this.registry],
+  });
+  readonly upstreamBacklogRows = new Gauge({
+    name: 'vigil_upstream_backlog_rows',
+    help: 'Rows stored and not yet acknowledged by the upstream broker, by class',
+    labelNames: ['class'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamBacklogAge = new Gauge({
+    name: 'vigil_upstream_backlog_age_seconds',
+    help: 'Age of the oldest row not yet acknowledged by the upstream broker, by class (0 when none waits)',
+    labelNames: ['class'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamOldestUndelivered = new Gauge({
+    name: 'vigil_upstream_oldest_undelivered_seq',
+    help: 'seq of the oldest row not yet acknowledged upstream, by class (0 when none waits)',
+    labelNames: ['class'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamLastDelivery = new Gauge({
+    name: 'vigil_upstream_last_delivery_timestamp_seconds',
+    help: 'When the upstream broker last acknowledged rows of this class (Unix time)',
+    labelNames: ['class'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamRowsDelivered = new Counter({
+    name: 'vigil_upstream_rows_delivered_total',
+    help: 'Rows acknowledged by the upstream broker, by class',
+    labelNames: ['class'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamMessages = new Counter({
+    name: 'vigil_upstream_messages_total',
+    help: 'Messages sent upstream, by class and outcome (acked, failed: resent later)',
+    labelNames: ['class', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamDrainRate = new Gauge({
+    name: 'vigil_upstream_drain_rows_per_second',
+    help: 'Rows acknowledged upstream per second, over the last 10 s',
+    registers: [this.registry],
+  });
+
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true)
       collectDefaultMetrics({ register: this.registry, prefix: 'vigil_process_' });

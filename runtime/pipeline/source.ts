@@ -69,6 +69,33 @@ export interface SourceContext {
    * Never throws. Frame sources never call it.
    */
   readings(batch: readonly Reading[]): void;
+  /**
+   * As readings(), for sources that acknowledge their input (MQTT QoS 1): resolves once the
+   * accepted readings of the batch are committed to the store (or, when none was accepted, at
+   * once), so that the source acknowledges only what a power cut can no longer lose. With a
+   * `mark`, the batch is recorded under it in the same transaction, and a redelivered batch whose
+   * mark is already recorded (or queued) is not stored twice: `duplicate` is then true. Never
+   * rejects; while the store refuses writes it stays pending (the source stops acknowledging, and
+   * its broker keeps the messages).
+   */
+  readingsDurable(batch: readonly Reading[], mark?: IngestMark): Promise<{ duplicate: boolean }>;
   /** Count a re-established connection (after the first), for `vigil_source_reconnects_total`. */
   reconnected(): void;
+}
+
+/**
+ * Identifies one delivery of input that its sender may deliver again after a crash or a lost
+ * acknowledgement (an MQTT QoS 1 message redelivered with DUP set). `key` names the delivery slot
+ * (the MQTT packet id, which the broker reuses once acknowledged), `hash` its content; only a
+ * redelivery (`redelivered`) is compared with the recorded mark of the same key.
+ */
+export interface IngestMark {
+  key: string;
+  hash: string;
+  redelivered: boolean;
+}
+
+/** An IngestMark as the store records it: with the source it came from. */
+export interface SourceIngestMark extends IngestMark {
+  source: string;
 }

@@ -1,4 +1,5 @@
 import type Database from 'better-sqlite3';
+import type { SourceIngestMark } from '../pipeline/source.js';
 import type { Reading, ReadingQuality } from '../telemetry/reading.js';
 
 /** A reading as stored, with the id the store gave it. */
@@ -15,7 +16,7 @@ export interface ReadingFilter {
   since?: number;
 }
 
-interface ReadingRow {
+export interface ReadingRow {
   id: number;
   source: string;
   asset: string;
@@ -30,37 +31,60 @@ interface ReadingRow {
 
 /**
  * The readings table: batched inserts (one transaction per batch, a prepared statement per
- * row, which is how better-sqlite3 is fastest), counts and queries for the API and tests, and
- * retention. The Store owns the connection and wraps every call in its error handling.
+ * row, which is how better-sqlite3 is fastest) with their ingest marks, counts and queries for
+ * the API and tests, and retention. The Store owns the connection and wraps every call in its
+ * error handling.
  */
 export class ReadingTable {
   private readonly insert: Database.Statement;
-  private readonly insertMany: (batch: readonly Reading[]) => void;
+  private readonly insertMark: Database.Statement;
+  private readonly selectMark: Database.Statement;
+  private readonly insertMany: (
+    batch: readonly Reading[],
+    marks: readonly SourceIngestMark[],
+    at: number,
+  ) => void;
 
   constructor(private readonly db: Database.Database) {
     this.insert = db.prepare(`
       INSERT INTO readings (source, asset, tag, value, quality, status, source_time, server_time, received_at)
       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
-    this.insertMany = db.transaction((batch: readonly Reading[]) => {
-      for (const r of batch) {
-        this.insert.run(
-          r.source,
-          r.asset,
-          r.tag,
-          r.value,
-          r.quality,
-          r.status ?? null,
-          r.sourceTime,
-          r.serverTime ?? null,
-          r.receivedAt,
-        );
-      }
-    });
+    // One row per (source, key): a slot reused by the sender replaces its previous mark.
+    this.insertMark = db.prepare(
+      'INSERT OR REPLACE INTO ingest_marks (source, key, hash, at) VALUES (?, ?, ?, ?)',
+    );
+    this.selectMark = db.prepare('SELECT 1 FROM ingest_marks WHERE source = ? AND key = ? AND hash = ?');
+    this.insertMany = db.transaction(
+      (batch: readonly Reading[], marks: readonly SourceIngestMark[], at: number) => {
+        for (const r of batch) {
+          this.insert.run(
+            r.source,
+            r.asset,
+            r.tag,
+            r.value,
+            r.quality,
+            r.status ?? null,
+            r.sourceTime,
+            r.serverTime ?? null,
+            r.receivedAt,
+          );
+        }
+        for (const m of marks) this.insertMark.run(m.source, m.key, m.hash, at);
+      },
+    );
   }
 
-  /** Writes a batch in one transaction: all of it or, on error, none of it. */
-  insertBatch(batch: readonly Reading[]): void {
-    if (batch.length > 0) this.insertMany(batch);
+  /**
+   * Writes a batch and the ingest marks it answers for in one transaction: all of it or, on
+   * error, none of it, so that a mark is recorded exactly when its readings are.
+   */
+  insertBatch(batch: readonly Reading[], marks: readonly SourceIngestMark[] = [], at = Date.now()): void {
+    if (batch.length > 0 || marks.length > 0) this.insertMany(batch, marks, at);
+  }
+
+  /** Whether a batch with this mark (same source, key and content hash) is already stored. */
+  hasMark(source: string, key: string, hash: string): boolean {
+    return this.selectMark.get(source, key, hash) !== undefined;
   }
 
   count(filter: ReadingFilter = {}): number {
@@ -74,18 +98,24 @@ export class ReadingTable {
     const rows = this.db
       .prepare(`SELECT * FROM readings${where} ORDER BY id ASC LIMIT ?`)
       .all(...params, limit) as ReadingRow[];
-    return rows.map(toReading);
+    return rows.map((row) => ({ id: row.id, ...rowToReading(row) }));
   }
 
   /**
-   * Deletes at most `chunk` readings: first those received before `cutoff`, then the oldest
-   * beyond `maxRows`. Bounded so that a pass never blocks the event loop for long; `more` says
-   * whether another pass has work left.
+   * Deletes at most `chunk` readings among those `deletable` (an SQL condition: every reading,
+   * or only those already delivered upstream): first those received before `cutoff`, then the
+   * oldest beyond `maxRows`. Bounded so that a pass never blocks the event loop for long; `more`
+   * says whether another pass has work left.
    */
-  applyRetention(cutoff: number, maxRows: number, chunk: number): { deleted: number; more: boolean } {
+  applyRetention(
+    cutoff: number,
+    maxRows: number,
+    chunk: number,
+    deletable = '1',
+  ): { deleted: number; more: boolean } {
     let deleted = this.db
       .prepare(
-        'DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE received_at < ? ORDER BY received_at LIMIT ?)',
+        `DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE received_at < ? AND ${deletable} ORDER BY received_at LIMIT ?)`,
       )
       .run(cutoff, chunk).changes;
     if (deleted === chunk) return { deleted, more: true };
@@ -97,7 +127,7 @@ export class ReadingTable {
       const left = chunk - deleted;
       const n = this.db
         .prepare(
-          'DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE id <= ? ORDER BY id LIMIT ?)',
+          `DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE id <= ? AND ${deletable} ORDER BY id LIMIT ?)`,
         )
         .run(bound, left).changes;
       deleted += n;
@@ -123,9 +153,9 @@ function toWhere(filter: ReadingFilter): { where: string; params: unknown[] } {
   return { where: conditions.length ? ` WHERE ${conditions.join(' AND ')}` : '', params };
 }
 
-function toReading(row: ReadingRow): StoredReading {
+/** A stored row as the Reading it was, without the store's id. */
+export function rowToReading(row: ReadingRow): Reading {
   return {
-    id: row.id,
     source: row.source,
     asset: row.asset,
     tag: row.tag,

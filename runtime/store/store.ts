@@ -1,19 +1,31 @@
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
-import Database from 'better-sqlite3';
+import { dirname, resolve } from 'node:path';
+import type Database from 'better-sqlite3';
 import type { StoreConfig } from '../config/schema.js';
 import { VigilError, errorMessage } from '../errors.js';
+import type { ClassBacklog, DataClass, ForwardQueue, QueuedRow } from '../forward/types.js';
 import type { Logger } from '../log.js';
-import type { Alert, Result, StageTimings, TelemetryDetails } from '../pipeline/result.js';
+import type { Metrics } from '../ops/metrics.js';
+import type { Alert, Result } from '../pipeline/result.js';
+import type { SourceIngestMark } from '../pipeline/source.js';
 import type { Reading } from '../telemetry/reading.js';
+import { ForwardLedger } from './forward-queue.js';
+import { openDatabase, type StoreRecovery } from './open.js';
+import { QuotaKeeper, type ClassStats, type QuotaOptions, type QuotaOutcome } from './quota.js';
 import { ReadingTable, type ReadingFilter, type StoredReading } from './readings.js';
-import { MIGRATIONS, SCHEMA_VERSION } from './schema.js';
+import { rowToResult, type ResultRow } from './rows.js';
+import { SCHEMA_VERSION } from './schema.js';
+
+export type { StoreRecovery } from './open.js';
+export type { ClassStats, ClassUsage, Eviction, EvictionReason, QuotaOutcome } from './quota.js';
 
 /**
- * Every result and alert, kept in SQLite until delivered (and for `retentionHours` after).
- * Writes are synchronous and prepared: one small transaction per result, well under a
- * millisecond, so the pipeline never waits on I/O callbacks. The alerts table doubles as the
- * MQTT outbox: `published_at IS NULL` marks an alert not yet acknowledged by the broker.
+ * Every reading, result and alert, kept in SQLite until delivered (and for `retentionHours`
+ * after), within a disk quota per class. Writes are synchronous and prepared: one small
+ * transaction per result or reading batch, well under a millisecond, so the pipeline never waits
+ * on I/O callbacks. The alerts table doubles as the local MQTT outbox: `published_at IS NULL`
+ * marks an alert not yet acknowledged by the broker. As the ForwardQueue it hands rows to the
+ * upstream forwarder by seq and keeps its cursors. Opening, durability and recovery from a
+ * damaged file: open.ts; quotas: quota.ts.
  */
 
 export interface ResultFilter {
@@ -48,31 +60,29 @@ export interface StoredAlert extends Alert {
   publishAttempts: number;
 }
 
-const BUSY_TIMEOUT_MS = 5_000;
-
-interface ResultRow {
-  id: string;
-  sample_id: string;
-  pipeline: string;
-  source: string;
-  origin: string;
-  received_at: number;
-  produced_at: number;
-  model_name: string;
-  model_version: string;
-  backend: string;
-  provider: string;
-  label: string;
-  confidence: number;
-  score: number;
-  threshold: number;
-  scores: string;
-  latency_ms: number;
-  stages: string;
-  alert_id: string | null;
-  asset: string | null;
-  details: string | null;
+export interface StoreOptions extends QuotaOptions {
+  /** Counts recoveries and evictions, and exports the bytes and quota of each class. */
+  metrics?: Metrics | undefined;
 }
+
+/** The durability settings in force, as SQLite reports them. */
+export interface StoreDurability {
+  journalMode: string;
+  synchronous: 'off' | 'normal' | 'full' | 'extra';
+}
+
+export type CheckpointMode = 'PASSIVE' | 'TRUNCATE';
+
+/** What a WAL checkpoint did, in pages (SQLite's wal_checkpoint result). */
+export interface CheckpointOutcome {
+  /** true when another connection kept it from completing. */
+  busy: boolean;
+  /** Frames in the WAL, and how many of them are now in the database file. */
+  log: number;
+  checkpointed: number;
+}
+
+const SYNCHRONOUS_LEVELS = ['off', 'normal', 'full', 'extra'] as const;
 
 interface AlertRow {
   payload: string;
@@ -106,7 +116,11 @@ function whereClause(conditions: string[]): string {
   return conditions.length === 0 ? '' : ` WHERE ${conditions.join(' AND ')}`;
 }
 
-export class Store {
+export class Store implements ForwardQueue {
+  /** The store's id: a UUID created with the database file (a new file, a new id). */
+  readonly storeId: string;
+  /** Set when the database was found damaged at open and replaced by a new one. */
+  readonly recovery: StoreRecovery | undefined;
   private readonly insertResult: Database.Statement;
   private readonly insertAlert: Database.Statement;
   private readonly markPublished: Database.Statement;
@@ -116,6 +130,8 @@ export class Store {
   private readonly selectBySampleId: Database.Statement;
   private readonly saveTx: (result: Result, alert: Alert | undefined) => void;
   private readonly readings: ReadingTable;
+  private readonly ledger: ForwardLedger;
+  private readonly quota: QuotaKeeper;
   private closed = false;
 
   private constructor(
@@ -123,7 +139,13 @@ export class Store {
     readonly path: string,
     private readonly cfg: StoreConfig,
     private readonly log: Logger,
+    opened: { storeId: string; recovery: StoreRecovery | undefined },
+    options: StoreOptions,
   ) {
+    this.storeId = opened.storeId;
+    this.recovery = opened.recovery;
+    this.ledger = new ForwardLedger(db, this.storeId);
+    this.quota = new QuotaKeeper(db, this.ledger, cfg, log, dirname(this.path), options);
     this.insertResult = db.prepare(`
       INSERT INTO results (id, sample_id, pipeline, source, origin, received_at, produced_at,
         model_name, model_version, backend, provider, label, confidence, score, threshold,
@@ -139,13 +161,13 @@ export class Store {
     );
     this.addAttempt = db.prepare('UPDATE alerts SET publish_attempts = publish_attempts + 1 WHERE id = ?');
     this.selectUnpublished = db.prepare(
-      'SELECT payload FROM alerts WHERE published_at IS NULL ORDER BY created_at ASC, rowid ASC LIMIT ?',
+      'SELECT payload FROM alerts WHERE published_at IS NULL ORDER BY created_at ASC, seq ASC LIMIT ?',
     );
     this.selectRecentAlerts = db.prepare(
-      'SELECT payload, published_at, publish_attempts FROM alerts ORDER BY created_at DESC, rowid DESC LIMIT ?',
+      'SELECT payload, published_at, publish_attempts FROM alerts ORDER BY created_at DESC, seq DESC LIMIT ?',
     );
     this.selectBySampleId = db.prepare(
-      'SELECT * FROM results WHERE sample_id = ? ORDER BY produced_at DESC, rowid DESC LIMIT 1',
+      'SELECT * FROM results WHERE sample_id = ? ORDER BY produced_at DESC, seq DESC LIMIT 1',
     );
     this.readings = new ReadingTable(db);
     this.saveTx = db.transaction((result: Result, alert: Alert | undefined) => {
@@ -187,27 +209,27 @@ export class Store {
     });
   }
 
-  /** Opens (creating if needed) the database at `file`, creating its folder and applying migrations. */
-  static open(file: string, cfg: StoreConfig, log: Logger): Store {
-    const dbPath = path.resolve(file);
-    let db: Database.Database | undefined;
+  /**
+   * Opens (creating if needed) the database at `file`, creating its folder and applying
+   * migrations. A damaged file is moved aside and a new store started (`recovery` says so);
+   * anything else that keeps the store from opening throws VIGIL_ERR_STORE.
+   */
+  static open(file: string, cfg: StoreConfig, log: Logger, options: StoreOptions = {}): Store {
+    const dbPath = resolve(file);
     try {
-      mkdirSync(path.dirname(dbPath), { recursive: true });
-      db = new Database(dbPath);
-      // WAL lets the status API read while the pipeline writes. synchronous=NORMAL skips the
-      // fsync on every commit: with WAL that is still safe against a crash of this process (the
-      // WAL is in the OS page cache); only an OS crash or power cut can lose the last few
-      // transactions. The store-and-forward issue will revisit this (FULL costs an fsync per
-      // result).
-      db.pragma('journal_mode = WAL');
-      db.pragma('synchronous = NORMAL');
-      db.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-      migrate(db, dbPath, log);
-      const store = new Store(db, dbPath, cfg, log);
-      log.info({ path: dbPath, schemaVersion: SCHEMA_VERSION }, 'store opened');
+      const store = openDatabase(
+        dbPath,
+        cfg,
+        log,
+        (opened) => new Store(opened.db, dbPath, cfg, log, opened, options),
+        () => options.metrics?.storeRecoveries.inc(),
+      );
+      log.info(
+        { path: dbPath, schemaVersion: SCHEMA_VERSION, storeId: store.storeId, ...store.durability() },
+        'store opened',
+      );
       return store;
     } catch (err) {
-      db?.close();
       if (err instanceof VigilError) throw err;
       throw new VigilError(
         'VIGIL_ERR_STORE',
@@ -222,11 +244,22 @@ export class Store {
   /** Writes a result and, when it raised one, its alert, in one transaction. */
   saveResult(result: Result, alert?: Alert): void {
     this.guard('save a result', () => this.saveTx(result, alert));
+    this.ledger.added('results', 1);
+    if (alert) this.ledger.added('alerts', 1);
   }
 
-  /** Writes a batch of telemetry readings in one transaction (all or none). */
-  saveReadings(batch: readonly Reading[]): void {
-    this.guard('save readings', () => this.readings.insertBatch(batch));
+  /**
+   * Writes a batch of telemetry readings, and the ingest marks of the input it came from, in one
+   * transaction (all or none).
+   */
+  saveReadings(batch: readonly Reading[], marks?: readonly SourceIngestMark[]): void {
+    this.guard('save readings', () => this.readings.insertBatch(batch, marks));
+    this.ledger.added('readings', batch.length);
+  }
+
+  /** Whether a batch with this ingest mark was already stored (a redelivery to skip). */
+  hasIngestMark(source: string, key: string, hash: string): boolean {
+    return this.guard('read an ingest mark', () => this.readings.hasMark(source, key, hash));
   }
 
   countReadings(filter: ReadingFilter = {}): number {
@@ -278,7 +311,7 @@ export class Store {
       (
         this.db
           .prepare(
-            `SELECT * FROM results${whereClause(conditions)} ORDER BY produced_at ASC, rowid ASC LIMIT ?`,
+            `SELECT * FROM results${whereClause(conditions)} ORDER BY produced_at ASC, seq ASC LIMIT ?`,
           )
           .all(...params, limit) as ResultRow[]
       ).map(rowToResult),
@@ -317,36 +350,100 @@ export class Store {
    * Deletes results and readings older than retentionHours, delivered alerts older than that
    * (undelivered ones stay in the outbox whatever their age), then the oldest results beyond
    * maxRows and the oldest readings beyond maxReadings (at most `readingChunk` readings per pass;
-   * `readingsMore` asks for another).
+   * `readingsMore` asks for another). Of a class forwarded upstream, only rows already delivered
+   * are deleted: the undelivered ones go only by quota eviction, which counts them.
    */
   applyRetention(now: number = Date.now(), readingChunk = 50_000): RetentionOutcome {
-    return this.guard('apply retention', () =>
-      this.db.transaction((): RetentionOutcome => {
-        const cutoff = now - this.cfg.retentionHours * 3_600_000;
-        let resultsDeleted = this.db.prepare('DELETE FROM results WHERE produced_at < ?').run(cutoff).changes;
-        const alertsDeleted = this.db
-          .prepare('DELETE FROM alerts WHERE created_at < ? AND published_at IS NOT NULL')
-          .run(cutoff).changes;
-        const total = (this.db.prepare('SELECT count(*) AS n FROM results').get() as { n: number }).n;
-        const excess = total - this.cfg.maxRows;
-        if (excess > 0) {
-          resultsDeleted += this.db
-            .prepare(
-              'DELETE FROM results WHERE rowid IN (SELECT rowid FROM results ORDER BY produced_at ASC, rowid ASC LIMIT ?)',
-            )
-            .run(excess).changes;
-        }
-        const readings = this.readings.applyRetention(cutoff, this.cfg.maxReadings, readingChunk);
-        const readingsDeleted = readings.deleted;
-        if (resultsDeleted > 0 || alertsDeleted > 0 || readingsDeleted > 0) {
-          this.log.info(
-            { resultsDeleted, alertsDeleted, readingsDeleted, cutoff },
-            'store retention applied',
-          );
-        }
-        return { resultsDeleted, alertsDeleted, readingsDeleted, readingsMore: readings.more };
-      })(),
-    );
+    return this.guard('apply retention', () => {
+      const cutoff = now - this.cfg.retentionHours * 3_600_000;
+      // Each DELETE commits on its own, so that the row counts in memory follow every one.
+      const del = (cls: DataClass, sql: string, ...params: unknown[]): number => {
+        const n = this.db.prepare(sql).run(...params).changes;
+        this.ledger.removed(cls, n, 0);
+        return n;
+      };
+      const results = this.ledger.retainable('results');
+      let resultsDeleted = del('results', `DELETE FROM results WHERE produced_at < ? AND ${results}`, cutoff);
+      const alertsDeleted = del(
+        'alerts',
+        `DELETE FROM alerts WHERE created_at < ? AND ${this.ledger.retainable('alerts')}`,
+        cutoff,
+      );
+      const excess = this.ledger.rows('results') - this.cfg.maxRows;
+      if (excess > 0) {
+        resultsDeleted += del(
+          'results',
+          `DELETE FROM results WHERE seq IN (SELECT seq FROM results WHERE ${results} ORDER BY produced_at ASC, seq ASC LIMIT ?)`,
+          excess,
+        );
+      }
+      const readings = this.readings.applyRetention(
+        cutoff,
+        this.cfg.maxReadings,
+        readingChunk,
+        this.ledger.retainable('readings'),
+      );
+      const readingsDeleted = readings.deleted;
+      this.ledger.removed('readings', readingsDeleted, 0);
+      if (resultsDeleted > 0 || alertsDeleted > 0 || readingsDeleted > 0) {
+        this.log.info({ resultsDeleted, alertsDeleted, readingsDeleted, cutoff }, 'store retention applied');
+      }
+      return { resultsDeleted, alertsDeleted, readingsDeleted, readingsMore: readings.more };
+    });
+  }
+
+  /**
+   * Which classes are forwarded upstream (undefined or empty: no upstream). Call it right after
+   * open: it decides what retention may delete and which classes have a backlog.
+   */
+  setForwarded(classes: readonly DataClass[] | undefined): void {
+    this.guard('set the forwarded classes', () => this.ledger.setForwarded(classes));
+  }
+
+  nextRows(cls: DataClass, afterSeq: number, limit: number): QueuedRow[] {
+    return this.guard(`read ${cls} to forward`, () => this.ledger.nextRows(cls, afterSeq, limit));
+  }
+
+  markDelivered(cls: DataClass, seq: number, at: number): void {
+    this.guard(`record ${cls} delivered upstream`, () => this.ledger.markDelivered(cls, seq, at));
+  }
+
+  backlog(cls: DataClass): ClassBacklog {
+    return this.guard(`read the ${cls} backlog`, () => this.ledger.backlog(cls));
+  }
+
+  /**
+   * Evicts the oldest rows of classes over their quota, and while free disk space is below
+   * store.minFreeDiskMiB (see quota.ts); bounded work per call, `more` asks for another soon.
+   */
+  enforceQuota(now: number = Date.now()): QuotaOutcome {
+    return this.guard('enforce the quotas', () => this.quota.enforce(now));
+  }
+
+  /** Per class: rows, estimated bytes, quota, and rows evicted since open; for the status API. */
+  classStats(): Record<DataClass, ClassStats> {
+    return this.guard('read the class statistics', () => this.quota.classStats());
+  }
+
+  /**
+   * Copies the WAL into the database file. PASSIVE never waits for readers (the daemon runs it
+   * periodically); TRUNCATE also empties the WAL file (at close).
+   */
+  checkpoint(mode: CheckpointMode = 'PASSIVE'): CheckpointOutcome {
+    return this.guard('checkpoint the WAL', () => {
+      const row = (
+        this.db.pragma(`wal_checkpoint(${mode})`) as { busy: number; log: number; checkpointed: number }[]
+      )[0];
+      return { busy: row?.busy === 1, log: row?.log ?? 0, checkpointed: row?.checkpointed ?? 0 };
+    });
+  }
+
+  /** The journal mode and synchronous level in force, read back from SQLite. */
+  durability(): StoreDurability {
+    return this.guard('read the durability settings', () => ({
+      journalMode: String(this.db.pragma('journal_mode', { simple: true })),
+      synchronous: SYNCHRONOUS_LEVELS[Number(this.db.pragma('synchronous', { simple: true }))] ?? 'full',
+    }));
   }
 
   /** The journal mode in force ('wal' once opened); for checks and the status API. */
@@ -360,8 +457,14 @@ export class Store {
     return !this.closed && this.db.open;
   }
 
+  /** Checkpoints and empties the WAL, then closes: the file alone then holds everything. */
   close(): void {
     if (this.closed) return;
+    try {
+      this.checkpoint('TRUNCATE');
+    } catch (err) {
+      this.log.warn({ path: this.path, err: errorMessage(err) }, 'store checkpoint at close failed');
+    }
     this.closed = true;
     this.guard('close', () => this.db.close());
     this.log.info({ path: this.path }, 'store closed');
@@ -400,50 +503,4 @@ export class Store {
       );
     }
   }
-}
-
-function migrate(db: Database.Database, dbPath: string, log: Logger): void {
-  const current = Number(db.pragma('user_version', { simple: true }));
-  if (current > SCHEMA_VERSION) {
-    throw new VigilError(
-      'VIGIL_ERR_STORE',
-      `store ${dbPath} has schema version ${current}, newer than this Vigil understands (${SCHEMA_VERSION}). ` +
-        'Upgrade Vigil, or point store.path at another file.',
-      { detail: { path: dbPath, schemaVersion: current } },
-    );
-  }
-  for (const migration of MIGRATIONS) {
-    if (migration.version <= current) continue;
-    db.transaction(() => {
-      db.exec(migration.sql);
-      db.pragma(`user_version = ${migration.version}`);
-    })();
-    log.info(
-      { path: dbPath, version: migration.version, description: migration.description },
-      'store schema migrated',
-    );
-  }
-}
-
-function rowToResult(row: ResultRow): Result {
-  return {
-    id: row.id,
-    sampleId: row.sample_id,
-    pipeline: row.pipeline,
-    source: row.source,
-    origin: row.origin,
-    receivedAt: row.received_at,
-    producedAt: row.produced_at,
-    model: { name: row.model_name, version: row.model_version, backend: row.backend, provider: row.provider },
-    label: row.label,
-    confidence: row.confidence,
-    score: row.score,
-    threshold: row.threshold,
-    scores: JSON.parse(row.scores) as Record<string, number>,
-    latencyMs: row.latency_ms,
-    stages: JSON.parse(row.stages) as StageTimings,
-    alertId: row.alert_id ?? undefined,
-    ...(row.asset !== null ? { asset: row.asset } : {}),
-    ...(row.details !== null ? { details: JSON.parse(row.details) as TelemetryDetails } : {}),
-  };
 }

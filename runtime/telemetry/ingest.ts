@@ -1,13 +1,22 @@
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../ops/metrics.js';
-import type { InputRejectReason } from '../pipeline/source.js';
+import type { IngestMark, InputRejectReason, SourceIngestMark } from '../pipeline/source.js';
 import type { Reading } from './reading.js';
 import type { ReadingGate } from './gate.js';
 
 /** Where accepted readings go: the store (a test may pass another sink). */
 export interface ReadingSink {
-  saveReadings(batch: readonly Reading[]): void;
+  /**
+   * Writes the readings, and the marks of the durable batches whose last reading is among them,
+   * in one transaction: all or none.
+   */
+  saveReadings(batch: readonly Reading[], marks?: readonly SourceIngestMark[]): void;
+  /**
+   * Whether a mark with this source, key and hash was written; without it, only marks still
+   * queued in memory are recognised.
+   */
+  hasIngestMark?(source: string, key: string, hash: string): boolean;
 }
 
 export interface TelemetryIngestOptions {
@@ -45,6 +54,25 @@ const BATCHES_PER_TURN = 10;
 /** Distinct source/asset/tag series whose latest value is kept for the status views. */
 const MAX_LATEST = 20_000;
 
+/** A durable batch's mark, written with the batch that holds reading `end - 1` (absolute position). */
+interface QueuedMark {
+  mark: SourceIngestMark;
+  end: number;
+}
+
+/** A caller of acceptDurable waiting until every reading before absolute position `end` is written. */
+interface DurableWaiter {
+  end: number;
+  duplicate: boolean;
+  resolve(outcome: { duplicate: boolean }): void;
+}
+
+/** A redelivered batch waiting to be checked again against a store that could not answer. */
+interface DeferredCheck {
+  timer: NodeJS.Timeout;
+  run(): void;
+}
+
 /**
  * The runtime's side of telemetry: checks every reading a source hands over (ReadingGate),
  * counts it, and writes the accepted ones to the store in batches: one transaction per batch
@@ -52,11 +80,28 @@ const MAX_LATEST = 20_000;
  * (a full disk, a locked file) stays queued and is retried; one it refuses for its content is
  * written reading by reading, and only the readings it cannot take are dropped and counted.
  * Draining a backlog is spread over turns of the event loop so that frames keep their budget.
+ *
+ * Sources that acknowledge their input (MQTT QoS 1) use acceptDurable(): its promise resolves
+ * once the batch is committed, so that the sender keeps what a power cut could still lose, and a
+ * mark written in the same transaction lets a redelivery of an already stored batch be recognised.
  */
 export class TelemetryIngest {
   /** Accepted, not yet stored: `queue[head..]`. A head index keeps dequeuing O(1). */
   private queue: Reading[] = [];
   private head = 0;
+  /**
+   * Absolute position of `queue[0]` among all readings ever queued: positions survive compact(),
+   * so durable waiters and marks can name the reading they wait for.
+   */
+  private base = 0;
+  /** Marks of queued durable batches, in queue order. */
+  private marks: QueuedMark[] = [];
+  /** The same marks by source and key, to recognise a redelivery of a batch not yet written. */
+  private readonly queuedMarks = new Map<string, QueuedMark>();
+  /** Ordered by `end`. */
+  private waiters: DurableWaiter[] = [];
+  private readonly deferredChecks = new Set<DeferredCheck>();
+  private markCheckFailing = false;
   private timer: NodeJS.Timeout | undefined;
   private drainHandle: NodeJS.Immediate | undefined;
   private readonly stats = new Map<string, SourceTelemetryStats>();
@@ -92,10 +137,64 @@ export class TelemetryIngest {
   /** Checks and queues a batch from one source. Never throws. */
   accept(source: string, batch: readonly Reading[], gate: ReadingGate, log: Logger): void {
     if (this.closed) {
-      // A source that outlived its stop deadline: nothing can be stored any more.
-      if (batch.length > 0) this.o.metrics.readingsDropped.inc({ reason: 'shutdown' }, batch.length);
+      this.dropAtShutdown(batch.length);
       return;
     }
+    this.queueChecked(source, batch, gate, log);
+    this.afterQueued();
+  }
+
+  /**
+   * As accept(), for input its sender delivers again until acknowledged: resolves once every
+   * reading of the batch that passed the gate is written (or dropped and counted: past the memory
+   * cap, or at shutdown), and stays pending while the store refuses writes, so that the sender
+   * keeps the input meanwhile. While a caller waits, queued readings are written on the next turn
+   * of the event loop rather than after flushIntervalMs; batches arriving in the same turn share
+   * one transaction.
+   *
+   * A `mark` is written in the same transaction as the batch's last reading. A redelivered batch
+   * whose mark is already written, or still queued, is not queued again: the promise resolves
+   * with `duplicate: true` once the first copy is written. A batch of which no reading passed the
+   * gate resolves at once and records no mark: nothing of it can be lost, and a redelivery only
+   * counts its refusals again, which costs less than a transaction per refused message.
+   * Never rejects.
+   */
+  acceptDurable(
+    source: string,
+    batch: readonly Reading[],
+    gate: ReadingGate,
+    log: Logger,
+    mark?: IngestMark,
+  ): Promise<{ duplicate: boolean }> {
+    if (this.closed) {
+      this.dropAtShutdown(batch.length);
+      return Promise.resolve({ duplicate: false });
+    }
+    if (mark?.redelivered) {
+      const known = this.knownMark(source, mark, log);
+      if (known === undefined) return this.checkLater(source, batch, gate, log, mark);
+      if (known !== false) {
+        this.o.metrics.ingestDuplicates.inc({ source });
+        log.debug(
+          { key: mark.key, readings: batch.length },
+          `a redelivered message of ${source} was already accepted; not stored twice`,
+        );
+        return this.waitFor(known, true);
+      }
+    }
+    const accepted = this.queueChecked(source, batch, gate, log);
+    let outcome = Promise.resolve({ duplicate: false });
+    if (accepted > 0) {
+      const end = this.base + this.queue.length;
+      if (mark) this.addMark({ ...mark, source }, end);
+      outcome = this.waitFor(end, false);
+    }
+    this.afterQueued();
+    return outcome;
+  }
+
+  /** Checks, counts and queues a batch; returns how many readings it queued. */
+  private queueChecked(source: string, batch: readonly Reading[], gate: ReadingGate, log: Logger): number {
     const now = Date.now();
     const stats = this.statsFor(source);
     // Counted per batch, not per reading: a labelled counter increment costs more than the check.
@@ -138,11 +237,17 @@ export class TelemetryIngest {
         log.error({ err: errorMessage(err) }, `readings of ${source} could not be handed to its pipelines`);
       }
     }
+    return counts.good + counts.uncertain + counts.bad;
+  }
+
+  private afterQueued(): void {
     this.trimQueue();
     this.o.metrics.readingsPending.set(this.pendingCount);
     // While the store is failing, the retry timer decides when to try again: not every message.
-    if (!this.storeFailing && this.pendingCount >= this.o.batchSize) this.flush();
-    else this.schedule(this.storeFailing ? this.retryMs : this.o.flushIntervalMs);
+    if (this.storeFailing) this.schedule(this.retryMs);
+    else if (this.pendingCount >= this.o.batchSize) this.flush();
+    else if (this.waiters.length > 0) this.flushSoon();
+    else this.schedule(this.o.flushIntervalMs);
   }
 
   /** Counts and logs an input refused before or while becoming a reading. Never throws. */
@@ -181,7 +286,11 @@ export class TelemetryIngest {
     this.o.metrics.readingsPending.set(this.pendingCount);
   }
 
-  /** Stops taking readings and writes everything still queued, synchronously. */
+  /**
+   * Stops taking readings and writes everything still queued, synchronously. Durable callers
+   * still waiting are released: the daemon stops its sources first, so no acknowledgement of
+   * what could not be stored reaches a sender.
+   */
   close(): void {
     this.closed = true;
     this.clearTimers();
@@ -192,14 +301,23 @@ export class TelemetryIngest {
         `${this.pendingCount} accepted readings could not be stored before shutdown`,
       );
     this.o.metrics.readingsPending.set(this.pendingCount);
+    for (const w of this.waiters.splice(0)) w.resolve({ duplicate: w.duplicate });
+    this.marks = [];
+    this.queuedMarks.clear();
+    for (const check of [...this.deferredChecks]) {
+      clearTimeout(check.timer);
+      check.run();
+    }
   }
 
   /** Writes the batch at the head of the queue; false when the store refused it for now. */
   private writeNextBatch(): boolean {
     const batch = this.queue.slice(this.head, this.head + this.o.batchSize);
+    const marks = this.marksThrough(this.base + this.head + batch.length);
     const end = this.o.metrics.readingsWriteSeconds.startTimer();
     try {
-      this.o.sink.saveReadings(batch);
+      if (marks.length > 0) this.o.sink.saveReadings(batch, marks);
+      else this.o.sink.saveReadings(batch);
     } catch (err) {
       end();
       if (isContentError(err)) return this.writeOneByOne(batch);
@@ -214,7 +332,7 @@ export class TelemetryIngest {
       return false;
     }
     end();
-    this.head += batch.length;
+    this.advance(batch.length);
     this.o.metrics.readingsStored.inc(batch.length);
     if (this.storeFailing) {
       this.storeFailing = false;
@@ -227,12 +345,14 @@ export class TelemetryIngest {
   private writeOneByOne(batch: Reading[]): boolean {
     let stored = 0;
     for (const r of batch) {
+      const marks = this.marksThrough(this.base + this.head + 1);
       try {
-        this.o.sink.saveReadings([r]);
+        if (marks.length > 0) this.o.sink.saveReadings([r], marks);
+        else this.o.sink.saveReadings([r]);
         stored += 1;
       } catch (err) {
         if (!isContentError(err)) {
-          this.head += stored;
+          // The readings before this one are already past the head: only the count is owed.
           this.o.metrics.readingsStored.inc(stored);
           this.o.metrics.readingsStoreErrors.inc();
           return false;
@@ -242,11 +362,140 @@ export class TelemetryIngest {
           { source: r.source, asset: r.asset, tag: r.tag, err: errorMessage(err) },
           `a reading of ${r.source} ${String(r.asset)}/${String(r.tag)} was refused by the store and dropped: ${errorMessage(err)}`,
         );
+        if (marks.length > 0) this.saveMarksAlone(marks);
       }
-      this.head += 1;
+      this.advance(1);
     }
     this.o.metrics.readingsStored.inc(stored);
     return true;
+  }
+
+  /**
+   * The last reading of a durable batch was dropped: its mark still says the rest of the batch is
+   * stored. Without it a redelivery would store that rest a second time, which is all it costs.
+   */
+  private saveMarksAlone(marks: readonly SourceIngestMark[]): void {
+    try {
+      this.o.sink.saveReadings([], marks);
+    } catch (err) {
+      this.o.log.warn(
+        { err: errorMessage(err), marks: marks.length },
+        `the delivery marks of a batch could not be stored; a redelivery of it may be stored twice: ${errorMessage(err)}`,
+      );
+    }
+  }
+
+  /** The marks to write with the readings up to absolute position `end` (exclusive). */
+  private marksThrough(end: number): SourceIngestMark[] {
+    const out: SourceIngestMark[] = [];
+    for (const m of this.marks) {
+      if (m.end > end) break;
+      out.push(m.mark);
+    }
+    return out;
+  }
+
+  private addMark(mark: SourceIngestMark, end: number): void {
+    const queued = { mark, end };
+    this.marks.push(queued);
+    this.queuedMarks.set(markKey(mark.source, mark.key), queued);
+  }
+
+  /**
+   * Where the batch under this mark already is: the queue position to wait for (the first copy
+   * still queued, or the written part of the queue when the store has it), false when it is new,
+   * undefined when the store cannot tell now.
+   */
+  private knownMark(source: string, mark: IngestMark, log: Logger): number | false | undefined {
+    const queued = this.queuedMarks.get(markKey(source, mark.key));
+    if (queued && queued.mark.hash === mark.hash) return queued.end;
+    const has = this.o.sink.hasIngestMark;
+    if (!has) return false;
+    try {
+      const found = has.call(this.o.sink, source, mark.key, mark.hash);
+      if (this.markCheckFailing) {
+        this.markCheckFailing = false;
+        log.info('redelivered input can be checked against the store again');
+      }
+      return found ? this.base + this.head : false;
+    } catch (err) {
+      if (!this.markCheckFailing) {
+        this.markCheckFailing = true;
+        log.error(
+          { err: errorMessage(err) },
+          `a redelivered message of ${source} could not be checked against the store; it stays unacknowledged and is checked again: ${errorMessage(err)}`,
+        );
+      }
+      return undefined;
+    }
+  }
+
+  /** Tries a redelivered batch again once the store may answer; until then its sender waits. */
+  private checkLater(
+    source: string,
+    batch: readonly Reading[],
+    gate: ReadingGate,
+    log: Logger,
+    mark: IngestMark,
+  ): Promise<{ duplicate: boolean }> {
+    return new Promise((resolve) => {
+      const check: DeferredCheck = {
+        timer: setTimeout(() => check.run(), this.retryMs),
+        run: () => {
+          this.deferredChecks.delete(check);
+          resolve(this.acceptDurable(source, batch, gate, log, mark));
+        },
+      };
+      // Like the flush timer: what waits here is still held by its sender, not lost by exiting.
+      check.timer.unref();
+      this.deferredChecks.add(check);
+    });
+  }
+
+  private waitFor(end: number, duplicate: boolean): Promise<{ duplicate: boolean }> {
+    if (end <= this.base + this.head) return Promise.resolve({ duplicate });
+    return new Promise((resolve) => {
+      let i = this.waiters.length;
+      while (i > 0 && this.waiters[i - 1]!.end > end) i--;
+      this.waiters.splice(i, 0, { end, duplicate, resolve });
+    });
+  }
+
+  /**
+   * Moves the head past `n` readings, written or dropped, and releases the marks and waiters
+   * they end: a dropped reading is counted where it is dropped, and waiting on it would never end.
+   */
+  private advance(n: number): void {
+    this.head += n;
+    const done = this.base + this.head;
+    let m = 0;
+    while (m < this.marks.length && this.marks[m]!.end <= done) {
+      const queued = this.marks[m]!;
+      const key = markKey(queued.mark.source, queued.mark.key);
+      if (this.queuedMarks.get(key) === queued) this.queuedMarks.delete(key);
+      m++;
+    }
+    if (m > 0) this.marks.splice(0, m);
+    let w = 0;
+    while (w < this.waiters.length && this.waiters[w]!.end <= done) w++;
+    if (w > 0)
+      for (const waiter of this.waiters.splice(0, w)) waiter.resolve({ duplicate: waiter.duplicate });
+  }
+
+  private dropAtShutdown(n: number): void {
+    // A source that outlived its stop deadline: nothing can be stored any more.
+    if (n > 0) this.o.metrics.readingsDropped.inc({ reason: 'shutdown' }, n);
+  }
+
+  /** Writes on the next turn of the event loop, so that batches of this turn share a transaction. */
+  private flushSoon(): void {
+    if (this.drainHandle || this.closed) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    this.drainHandle = setImmediate(() => {
+      this.drainHandle = undefined;
+      this.flush();
+    });
   }
 
   private schedule(delay: number): void {
@@ -269,7 +518,7 @@ export class TelemetryIngest {
   private trimQueue(): void {
     const excess = this.pendingCount - this.maxPending;
     if (excess <= 0) return;
-    this.head += excess;
+    this.advance(excess);
     this.compact();
     this.o.metrics.readingsDropped.inc({ reason: 'store_backlog' }, excess);
     this.o.log.error(
@@ -281,13 +530,19 @@ export class TelemetryIngest {
   /** Frees the consumed part of the queue once it is large, in one copy rather than one per batch. */
   private compact(): void {
     if (this.head === this.queue.length) {
+      this.base += this.head;
       this.queue = [];
       this.head = 0;
     } else if (this.head > 65_536 && this.head * 2 > this.queue.length) {
+      this.base += this.head;
       this.queue = this.queue.slice(this.head);
       this.head = 0;
     }
   }
+}
+
+function markKey(source: string, key: string): string {
+  return `${source}\u0000${key}`;
 }
 
 /**

@@ -1,8 +1,16 @@
 import path from 'node:path';
 import { silentLogger } from '../../runtime/log.js';
 import type { FrameSample } from '../../runtime/pipeline/sample.js';
-import type { InputRejectReason, SourceContext } from '../../runtime/pipeline/source.js';
+import type { IngestMark, InputRejectReason, SourceContext } from '../../runtime/pipeline/source.js';
 import type { Reading } from '../../runtime/telemetry/reading.js';
+
+/** One readingsDurable() call: what the source handed over and under which mark. */
+export interface DurableCall {
+  batch: readonly Reading[];
+  mark: IngestMark | undefined;
+  /** Whether the promise given back has resolved (the source may acknowledge by now). */
+  resolved: boolean;
+}
 
 export interface Rejection {
   reason: InputRejectReason;
@@ -18,8 +26,16 @@ export class Recorder implements SourceContext {
   readonly rejections: Rejection[] = [];
   /** Readings exactly as the source handed them over (the runtime's checks are not applied here). */
   readonly received: Reading[] = [];
+  /** Every readingsDurable() call, in order; its readings are in `received` too. */
+  readonly durable: DurableCall[] = [];
+  /**
+   * While true, the promises of readingsDurable() stay pending until releaseDurable(), as they do
+   * while the store has not committed: a test proves with it that the source's acknowledgement waits.
+   */
+  holdDurable = false;
   reconnects = 0;
   private waiters: Array<() => void> = [];
+  private held: Array<() => void> = [];
 
   emit = (sample: FrameSample): void => {
     this.samples.push(sample);
@@ -35,6 +51,27 @@ export class Recorder implements SourceContext {
     this.received.push(...batch);
     this.wake();
   };
+
+  readingsDurable = (batch: readonly Reading[], mark?: IngestMark): Promise<{ duplicate: boolean }> => {
+    const call: DurableCall = { batch, mark, resolved: false };
+    this.durable.push(call);
+    this.readings(batch);
+    return new Promise((resolve) => {
+      const release = () => {
+        call.resolved = true;
+        resolve({ duplicate: false });
+        this.wake();
+      };
+      if (this.holdDurable) this.held.push(release);
+      else release();
+    });
+  };
+
+  /** Resolves every readingsDurable() promise held so far (and holds no more if `stopHolding`). */
+  releaseDurable(stopHolding = true): void {
+    if (stopHolding) this.holdDurable = false;
+    for (const release of this.held.splice(0)) release();
+  }
 
   reconnected = (): void => {
     this.reconnects += 1;

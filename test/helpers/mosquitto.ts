@@ -34,6 +34,11 @@ export interface MosquittoOptions {
   dataDir?: string;
   /** Serve MQTT over TLS with these PEM files (the URL becomes mqtts://). */
   tls?: { cafile: string; certfile: string; keyfile: string };
+  /**
+   * More mosquitto.conf lines, appended after the defaults (e.g. `max_queued_messages 0`, so that
+   * a test that counts every message is not cut short by the broker's own queue limit).
+   */
+  extraConfig?: string[];
 }
 
 export interface RunningMosquitto {
@@ -99,6 +104,7 @@ export async function startMosquitto(options: MosquittoOptions = {}): Promise<Ru
   } else {
     lines.push('allow_anonymous true');
   }
+  lines.push(...(options.extraConfig ?? []));
   const configFile = path.join(dir, 'mosquitto.conf');
   await writeFile(configFile, lines.join('\n') + '\n');
 

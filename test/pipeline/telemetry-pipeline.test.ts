@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MqttConfig, PipelineConfig } from '../../runtime/config/schema.js';
+import { MqttConfig, StoreConfig, PipelineConfig } from '../../runtime/config/schema.js';
 import type { Engine } from '../../runtime/engines/engine.js';
 import { loadEngine } from '../../runtime/engines/load.js';
 import type { WorkerEngine } from '../../runtime/engines/worker-engine.js';
@@ -39,7 +39,7 @@ beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'vigil-telemetry-pipeline-'));
   store = Store.open(
     path.join(dir, 'vigil.db'),
-    { path: 'x', retentionHours: 1, maxRows: 100_000, maxReadings: 1000 },
+    StoreConfig.parse({ path: 'x', retentionHours: 1, maxRows: 100_000, maxReadings: 1000 }),
     silentLogger(),
   );
   publisher = new MqttPublisher({

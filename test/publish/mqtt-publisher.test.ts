@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { MqttClient } from 'mqtt';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { MqttConfig } from '../../runtime/config/schema.js';
+import { MqttConfig, StoreConfig } from '../../runtime/config/schema.js';
 import { silentLogger } from '../../runtime/log.js';
 import { MqttError, MqttPublisher, type MqttPublisherOptions } from '../../runtime/publish/mqtt-publisher.js';
 import { Store } from '../../runtime/store/store.js';
@@ -23,7 +23,7 @@ describe('MqttPublisher against Mosquitto', () => {
     dir = await mkdtemp(path.join(os.tmpdir(), 'vigil-publish-'));
     store = Store.open(
       path.join(dir, 'vigil.db'),
-      { path: 'x', retentionHours: 1, maxRows: 1000, maxReadings: 1000 },
+      StoreConfig.parse({ path: 'x', retentionHours: 1, maxRows: 1000, maxReadings: 1000 }),
       silentLogger(),
     );
   });

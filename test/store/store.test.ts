@@ -4,13 +4,14 @@ import os from 'node:os';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { StoreConfig } from '../../runtime/config/schema.js';
 import { VigilError } from '../../runtime/errors.js';
 import { silentLogger } from '../../runtime/log.js';
 import { Store } from '../../runtime/store/store.js';
 import { SCHEMA_VERSION } from '../../runtime/store/schema.js';
 import { makeResult } from './fixtures.js';
 
-const cfg = { path: 'unused', retentionHours: 1, maxRows: 1_000, maxReadings: 1_000 };
+const cfg = StoreConfig.parse({ path: 'unused', retentionHours: 1, maxRows: 1_000, maxReadings: 1_000 });
 const HOUR = 3_600_000;
 
 describe('Store', () => {

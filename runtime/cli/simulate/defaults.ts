@@ -50,6 +50,9 @@ export function simulateConfig(s: SimulateSettings): Record<string, unknown> {
     http: { enabled: true, host: '127.0.0.1', port: s.httpPort },
     mqtt: { url: s.mqttUrl, topicPrefix: 'vigil' },
     store: { path: path.join(s.dataDir, 'vigil.db') },
+    // Store and forward, shown on the embedded broker in place of a plant or cloud broker:
+    // vigil/sim-gateway/upstream/<class>.
+    upstream: { url: s.mqttUrl, topicPrefix: 'vigil' },
     models: { defect: { package: s.modelPackage }, ...(s.telemetryModels ?? {}) },
     sources: { ...sources, ...(s.telemetrySources ?? {}) },
     pipelines: {

@@ -95,6 +95,15 @@ export interface SimulateReport {
   >;
   inputErrors: Record<string, number>;
   mqtt: { broker: string; alertsReceivedBySubscriber: number };
+  /**
+   * Store and forward to the upstream broker (in the demo, the embedded broker stands in for the
+   * plant's): rows acknowledged this run and still waiting, per class.
+   */
+  upstream?: {
+    state: string;
+    delivered: Record<string, number>;
+    backlog: Record<string, number>;
+  };
   /** Absent when run with --no-telemetry. */
   telemetry?: TelemetryReport;
   /** Maintenance and anomaly alerts against the machines' truth; absent with --no-telemetry. */

@@ -5,11 +5,25 @@ import net from 'node:net';
  * network outage would: cut() drops every open connection and refuses new ones (accepted, then
  * dropped at once) while the port stays ours, so the client keeps retrying at the same address.
  */
+/** An MQTT control packet the client sent towards the broker, as the link relayed it. */
+export interface ClientPacket {
+  /** 1 CONNECT, 3 PUBLISH, 4 PUBACK, 8 SUBSCRIBE, 12 PINGREQ, 14 DISCONNECT, ... */
+  type: number;
+  /** The packet id of a PUBACK. */
+  messageId?: number;
+  /** Which relayed connection carried it, counting from 1. */
+  connection: number;
+}
+
+export const PUBACK = 4;
+
 export interface TcpLink {
   port: number;
   url: string;
   /** Connections accepted and relayed so far. */
   readonly relayed: number;
+  /** What the client sent to the broker, packet by packet: how a test sees when a PUBACK goes out. */
+  readonly clientPackets: readonly ClientPacket[];
   cut(): void;
   restore(): void;
   close(): Promise<void>;
@@ -19,6 +33,7 @@ export async function startTcpLink(targetPort: number): Promise<TcpLink> {
   const sockets = new Set<net.Socket>();
   let open = true;
   let relayed = 0;
+  const clientPackets: ClientPacket[] = [];
   const track = (s: net.Socket) => {
     sockets.add(s);
     s.on('close', () => sockets.delete(s));
@@ -33,6 +48,10 @@ export async function startTcpLink(targetPort: number): Promise<TcpLink> {
     relayed += 1;
     const upstream = net.connect({ host: '127.0.0.1', port: targetPort });
     track(upstream);
+    client.on(
+      'data',
+      packetReader(relayed, (p) => clientPackets.push(p)),
+    );
     client.pipe(upstream);
     upstream.pipe(client);
     client.on('close', () => upstream.destroy());
@@ -49,6 +68,7 @@ export async function startTcpLink(targetPort: number): Promise<TcpLink> {
     get relayed() {
       return relayed;
     },
+    clientPackets,
     cut() {
       open = false;
       dropAll();
@@ -61,5 +81,29 @@ export async function startTcpLink(targetPort: number): Promise<TcpLink> {
       dropAll();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
+  };
+}
+
+/** Splits a byte stream into MQTT control packets (fixed header, variable-length remaining length). */
+function packetReader(connection: number, onPacket: (p: ClientPacket) => void): (chunk: Buffer) => void {
+  let buf = Buffer.alloc(0);
+  return (chunk) => {
+    buf = Buffer.concat([buf, chunk]);
+    for (;;) {
+      let length = 0;
+      let i = 1;
+      for (let shift = 0; ; shift += 7, i++) {
+        if (i >= buf.length) return;
+        length += (buf[i]! & 0x7f) << shift;
+        if ((buf[i]! & 0x80) === 0) break;
+      }
+      const end = i + 1 + length;
+      if (buf.length < end) return;
+      const type = buf[0]! >> 4;
+      onPacket(
+        type === PUBACK ? { type, messageId: buf.readUInt16BE(i + 1), connection } : { type, connection },
+      );
+      buf = buf.subarray(end);
+    }
   };
 }
