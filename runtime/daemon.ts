@@ -128,6 +128,22 @@ export class Daemon {
       await host.load();
     }
 
+    if (upstream) {
+      this.upstream = new UpstreamForwarder({
+        config: upstream,
+        deviceId: config.device.id,
+        queue: this.store,
+        log: log.child({ component: 'upstream' }),
+        metrics: this.metrics,
+        resolvePath: (p) => resolvePath(this.loaded, p),
+      });
+      // Not awaited: a gateway must take in data at boot even when its upstream broker is
+      // unreachable or slow to answer; the forwarder connects and retries in the background.
+      this.upstream.start().catch((err: unknown) => {
+        log.error({ err: errorMessage(err) }, `upstream forwarding could not start: ${errorMessage(err)}`);
+      });
+    }
+
     this.publisher = new MqttPublisher({
       config: config.mqtt,
       deviceId: config.device.id,
@@ -138,18 +154,6 @@ export class Daemon {
       status: () => this.status(),
     });
     await this.publisher.start();
-
-    if (upstream) {
-      this.upstream = new UpstreamForwarder({
-        config: upstream,
-        deviceId: config.device.id,
-        queue: this.store,
-        log: log.child({ component: 'upstream' }),
-        metrics: this.metrics,
-        resolvePath: (p) => resolvePath(this.loaded, p),
-      });
-      await this.upstream.start();
-    }
 
     for (const [name, pc] of Object.entries(config.pipelines)) {
       const model = this.models.get(pc.model)!;

@@ -29,6 +29,7 @@ type Say = (line: string) => void;
 export async function statusCommand(opts: StatusOptions, say: Say = (l) => console.log(l)): Promise<number> {
   let url = opts.url;
   let storePath: string | undefined;
+  let forwarding = false;
   if (opts.config) {
     try {
       const loaded = await loadConfigFile(opts.config);
@@ -36,6 +37,7 @@ export async function statusCommand(opts: StatusOptions, say: Say = (l) => conso
       const host = http.host === '0.0.0.0' || http.host === '::' ? '127.0.0.1' : http.host;
       url ??= `http://${host.includes(':') ? `[${host}]` : host}:${http.port}`;
       storePath = resolvePath(loaded, store.path);
+      forwarding = loaded.config.upstream?.enabled ?? false;
     } catch (err) {
       if (err instanceof ConfigError) for (const i of err.issues) console.error(`${i.path}: ${i.message}`);
       console.error(`${opts.config}: ${errorMessage(err)}`);
@@ -73,7 +75,24 @@ export async function statusCommand(opts: StatusOptions, say: Say = (l) => conso
     );
     return 1;
   }
-  const offline = readStoreFile(storePath);
+  let offline;
+  try {
+    offline = readStoreFile(storePath);
+  } catch (err) {
+    console.error(
+      `no Vigil daemon answers at ${url} (${unreachable}), and the store ${storePath} cannot be read: ${errorMessage(err)}. ` +
+        'A store written by an older Vigil is upgraded when the daemon next starts.',
+    );
+    return 1;
+  }
+  if (!forwarding) {
+    if (opts.json) say(JSON.stringify({ daemon: 'not running', upstream: { enabled: false } }, null, 2));
+    else
+      say(
+        `daemon: not answering at ${url} (${unreachable}); no upstream is configured, so nothing waits to be forwarded`,
+      );
+    return 0;
+  }
   if (opts.json) say(JSON.stringify({ daemon: 'not running', store: offline }, null, 2));
   else {
     say(`daemon: not answering at ${url} (${unreachable}); read from the store file ${storePath}`);

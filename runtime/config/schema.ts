@@ -255,7 +255,7 @@ export const StoreConfig = z.strictObject({
     .min(0)
     .default(256)
     .describe(
-      'When the disk holding the store has less free space than this, the oldest rows are evicted, readings first, then results, alerts last',
+      'When the disk holding the store has less free space than this, the store stops growing: new rows take the place of the oldest readings and results, delivered first; alerts go only by their own quota',
     ),
   quotaCheckSeconds: z
     .number()

@@ -63,7 +63,7 @@ export const UpstreamConfig = z.strictObject({
     .min(100)
     .default(10_000)
     .describe(
-      'A message unacknowledged this long counts as lost; the connection is restarted and it is resent',
+      'No acknowledgement at all for this long while messages are in flight means the link is dead: the connection is restarted, what was in flight is resent, and fewer and smaller messages are sent at once until acknowledgements keep up',
     ),
   keepaliveSeconds: z.number().int().min(0).default(30).describe('MQTT keep-alive interval'),
   reconnect: Reconnect,

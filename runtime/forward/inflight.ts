@@ -9,8 +9,6 @@ export interface SentMessage {
   first: number;
   last: number;
   rows: number;
-  /** performance.now() when published, for the ack timeout. */
-  sentAt: number;
   acked: boolean;
   /** Set when an outage dropped it: a late acknowledgement must not move the cursor. */
   dropped: boolean;
@@ -38,13 +36,15 @@ export class ClassWindow {
     return this.pending.length;
   }
 
-  /** When the oldest message still awaiting its PUBACK was sent; undefined when none. */
-  oldestUnackedAt(): number | undefined {
-    return this.pending.find((m) => !m.acked)?.sentAt;
+  /** Messages still awaiting their PUBACK. */
+  get unacked(): number {
+    let n = 0;
+    for (const m of this.pending) if (!m.acked) n++;
+    return n;
   }
 
-  add(first: number, last: number, rows: number, sentAt: number): SentMessage {
-    const message: SentMessage = { first, last, rows, sentAt, acked: false, dropped: false };
+  add(first: number, last: number, rows: number): SentMessage {
+    const message: SentMessage = { first, last, rows, acked: false, dropped: false };
     this.pending.push(message);
     this.sent = last;
     return message;

@@ -80,4 +80,6 @@ export interface ForwardQueue {
   markDelivered(cls: DataClass, seq: number, at: number): void;
   /** The persisted cursor and backlog of one class. */
   backlog(cls: DataClass): ClassBacklog;
+  /** The highest seq ever given to a row of `cls` in this store (0 before the first). */
+  lastSeq(cls: DataClass): number;
 }

@@ -5,6 +5,7 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactUrl } from '../mqtt-connect.js';
 import type { Metrics } from '../ops/metrics.js';
+import { SendWindow } from './congestion.js';
 import { UpstreamConnection, type UpstreamState } from './connection.js';
 import { buildMessage, upstreamTopic } from './envelope.js';
 import { ClassWindow, type SentMessage } from './inflight.js';
@@ -24,15 +25,27 @@ import {
  *
  * Per class, messages in flight are kept in order and the acked cursor moves to the highest seq
  * acknowledged with everything before it (persisted, coalesced). When the connection is lost or
- * an acknowledgement times out, everything in flight is dropped and sending resumes after the
+ * the link is taken as dead, everything in flight is dropped and sending resumes after the
  * acked cursor on the next connection, in order; only the forwarder decides what is resent
  * (connection.ts). A row can therefore arrive twice (receivers de-duplicate by id), never be
  * skipped or overtaken.
+ *
+ * The link is taken as dead when no acknowledgement at all came for ackTimeoutMs while messages
+ * were in flight: a slow link that acknowledges one message after another is alive however long
+ * the window takes to drain. After such a timeout less is sent at once (congestion.ts).
+ *
+ * A class the store cannot read (or whose rows cannot be put in a message) is logged, left aside
+ * for a back-off period and retried, while the other classes keep going.
  */
 
 export type { UpstreamState };
 
-export type UpstreamClassStatus = ClassBacklog & { ageSeconds: number; deliveredThisRun: number };
+export type UpstreamClassStatus = ClassBacklog & {
+  ageSeconds: number;
+  deliveredThisRun: number;
+  /** Why this class is not being forwarded, while it cannot be read or sent. */
+  lastError?: string;
+};
 
 export interface UpstreamStatus {
   enabled: true;
@@ -61,12 +74,27 @@ export interface UpstreamForwarderOptions {
   connectTimeoutMs?: number;
   /** Resolves the TLS file paths (e.g. relative to the config file); default as given. */
   resolvePath?: (file: string) => string;
+  /** A class that cannot be read is retried after initialMs, doubling up to maxMs. */
+  classRetryMs?: { initialMs: number; maxMs: number };
+}
+
+/** A class left aside because the store cannot read it or its rows cannot be sent. */
+interface ClassFailure {
+  error: string;
+  failures: number;
+  /** performance.now() from which it is tried again. */
+  retryAt: number;
+  /** Errors already logged for it (bounded), so that each is logged once. */
+  logged: Set<string>;
 }
 
 /** Cursor writes are coalesced: at most one per class this often. */
 const PERSIST_EVERY_MS = 100;
 /** A stop() disconnect gets this long beyond the flush deadline before the socket is dropped. */
 const DISCONNECT_GRACE_MS = 1_000;
+const CLASS_RETRY_MS = { initialMs: 5_000, maxMs: 60_000 };
+/** Distinct errors remembered per failing class for logging each once. */
+const LOGGED_ERRORS = 20;
 
 export class UpstreamForwarder {
   readonly clientId: string;
@@ -85,6 +113,12 @@ export class UpstreamForwarder {
   private readonly minChunk: number;
   private readonly meter = new RateMeter();
   private readonly windows = new Map<DataClass, ClassWindow>();
+  /** Messages in flight and rows per message the link is given now. */
+  private readonly send: SendWindow;
+  /** The last sign of life of the link: a PUBACK, or a publish into an empty window. */
+  private progressAt = 0;
+  private readonly classRetryMs: { initialMs: number; maxMs: number };
+  private readonly failures = new Map<DataClass, ClassFailure>();
   /** The acked cursor last written to the store, per class. */
   private readonly persisted = new Map<DataClass, number>();
   private readonly lastAckAt = new Map<DataClass, number>();
@@ -102,7 +136,7 @@ export class UpstreamForwarder {
   private tickTimer: NodeJS.Timeout | undefined;
   private wakeTimer: NodeJS.Timeout | undefined;
   private persistTimer: NodeJS.Timeout | undefined;
-  private readFailure: string | undefined;
+  private pumpFailure: string | undefined;
   private persistFailure: string | undefined;
   private statusAt = -Infinity;
   private cachedClasses: Record<DataClass, UpstreamClassStatus> | undefined;
@@ -133,6 +167,8 @@ export class UpstreamForwarder {
     const rate = config.maxRowsPerSecond;
     this.bucket = new TokenBucket(rate, Math.max(rate, config.batchSize));
     this.minChunk = Math.max(1, Math.min(config.batchSize, Math.ceil(rate / 10)));
+    this.send = new SendWindow(config.maxInFlight, config.batchSize);
+    this.classRetryMs = opts.classRetryMs ?? CLASS_RETRY_MS;
   }
 
   /**
@@ -163,10 +199,17 @@ export class UpstreamForwarder {
       drainRowsPerSecond: Math.round(this.meter.perSecond()),
       // The backlog is cached; the delivered counts are free to read live.
       classes: Object.fromEntries(
-        DATA_CLASSES.map((c) => [
-          c,
-          { ...this.cachedClasses![c], deliveredThisRun: this.deliveredThisRun[c] },
-        ]),
+        DATA_CLASSES.map((c) => {
+          const error = this.failures.get(c)?.error;
+          return [
+            c,
+            {
+              ...this.cachedClasses![c],
+              deliveredThisRun: this.deliveredThisRun[c],
+              ...(error !== undefined ? { lastError: error } : {}),
+            },
+          ];
+        }),
       ) as Record<DataClass, UpstreamClassStatus>,
     };
   }
@@ -207,7 +250,7 @@ export class UpstreamForwarder {
     }
     const connected = () => this.connection.connectedClient() !== undefined;
     if (connected()) {
-      this.flushTargets = this.backlogNow();
+      this.flushTargets = this.flushScope();
       this.schedulePump();
       // Drain what is stored now, then let the messages in flight be acknowledged.
       await this.waitUntil(() => !connected() || !this.hasPending(), deadline);
@@ -260,54 +303,104 @@ export class UpstreamForwarder {
     try {
       for (;;) {
         const client = this.connection.connectedClient();
-        if (!client || this.noNewWork || this.inFlight() >= this.config.maxInFlight) break;
+        if (!client || this.noNewWork || this.inFlight() >= this.send.messages) break;
+        const batch = this.send.rows;
+        const minChunk = Math.min(this.minChunk, batch);
         const tokens = Math.floor(this.bucket.available());
-        const limit = Math.min(this.config.batchSize, Math.max(this.minChunk, tokens));
-        const pick = this.pick(limit);
+        const pick = this.pick(Math.min(batch, Math.max(minChunk, tokens)));
         if (!pick) break;
         const n = Math.min(pick.rows.length, tokens);
-        if (n < pick.rows.length && n < this.minChunk) {
-          this.wakeIn(this.bucket.msUntil(Math.min(pick.rows.length, this.minChunk)));
+        if (n < pick.rows.length && n < minChunk) {
+          this.wakeIn(this.bucket.msUntil(Math.min(pick.rows.length, minChunk)));
           break;
         }
-        this.bucket.take(n);
         this.publish(client, pick.cls, pick.rows.slice(0, n));
       }
-      this.readFailure = undefined;
+      this.pumpFailure = undefined;
     } catch (err) {
       const message = errorMessage(err);
-      if (message !== this.readFailure) {
-        this.log.error(
-          { err: message },
-          'cannot read rows to forward from the store; retrying at the next poll',
-        );
+      if (message !== this.pumpFailure) {
+        this.log.error({ err: message }, 'cannot forward rows upstream; retrying at the next poll');
       }
-      this.readFailure = message;
+      this.pumpFailure = message;
     } finally {
       this.pumping = false;
     }
   }
 
-  /** The highest-priority class with rows after its sent cursor, and up to `limit` of them. */
+  /**
+   * The highest-priority class with rows after its sent cursor, and up to `limit` of them. A
+   * class that cannot be read is left aside until its retry time.
+   */
   private pick(limit: number): { cls: DataClass; rows: QueuedRow[] } | undefined {
+    const now = performance.now();
     for (const cls of this.classes) {
-      const after = this.windows.get(cls)!.sent;
-      let rows = this.queue.nextRows(cls, after, limit);
+      const failure = this.failures.get(cls);
+      if (failure && now < failure.retryAt) continue;
+      let rows: QueuedRow[];
+      try {
+        rows = this.queue.nextRows(cls, this.windows.get(cls)!.sent, limit);
+      } catch (err) {
+        this.classFailed(cls, err);
+        continue;
+      }
       const target = this.flushTargets?.get(cls);
       if (target !== undefined) rows = rows.filter((r) => r.seq <= target);
       if (rows.length > 0) return { cls, rows };
+      if (failure) this.classRecovered(cls);
     }
     return undefined;
   }
 
   private publish(client: MqttClient, cls: DataClass, rows: QueuedRow[]): void {
+    let payload: string;
+    try {
+      payload = JSON.stringify(buildMessage(this.opts.deviceId, this.queue.storeId, cls, rows));
+    } catch (err) {
+      // Nothing was taken from the drain rate or put in flight: the other classes go on.
+      this.classFailed(cls, err);
+      return;
+    }
+    this.classRecovered(cls);
+    this.bucket.take(rows.length);
+    // The oldest message's clock starts when it becomes the oldest (see onPublished).
+    if (this.unacked() === 0) this.progressAt = performance.now();
     const generation = this.connection.generation;
-    const window = this.windows.get(cls)!;
-    const message = window.add(rows[0]!.seq, rows[rows.length - 1]!.seq, rows.length, performance.now());
-    const payload = JSON.stringify(buildMessage(this.opts.deviceId, this.queue.storeId, cls, rows));
+    const message = this.windows.get(cls)!.add(rows[0]!.seq, rows[rows.length - 1]!.seq, rows.length);
     client.publish(this.topics[cls], payload, { qos: 1, retain: false }, (err) =>
       this.onPublished(generation, cls, message, err),
     );
+  }
+
+  /** Logs each distinct error of a class once and leaves the class aside for a back-off period. */
+  private classFailed(cls: DataClass, err: unknown): void {
+    const error = errorMessage(err);
+    let failure = this.failures.get(cls);
+    if (!failure) {
+      failure = { error, failures: 0, retryAt: 0, logged: new Set() };
+      this.failures.set(cls, failure);
+    }
+    const { initialMs, maxMs } = this.classRetryMs;
+    const delayMs = Math.min(maxMs, initialMs * 2 ** Math.min(failure.failures, 30));
+    failure.failures++;
+    failure.error = error;
+    failure.retryAt = performance.now() + delayMs;
+    if (failure.logged.has(error)) return;
+    if (failure.logged.size >= LOGGED_ERRORS) failure.logged.delete(failure.logged.values().next().value!);
+    failure.logged.add(error);
+    const others = this.classes.filter((c) => c !== cls);
+    this.log.error(
+      { class: cls, err: error, retryInSeconds: delayMs / 1000 },
+      `cannot forward ${cls} upstream: ${error}. Its rows stay in the store and are retried with back-off` +
+        (others.length > 0 ? `; ${others.join(' and ')} keep being forwarded` : ''),
+    );
+  }
+
+  private classRecovered(cls: DataClass): void {
+    const failure = this.failures.get(cls);
+    if (!failure) return;
+    this.failures.delete(cls);
+    this.log.info({ class: cls, after: failure.error }, `forwarding ${cls} upstream again`);
   }
 
   private onPublished(generation: number, cls: DataClass, message: SentMessage, err?: Error): void {
@@ -319,6 +412,8 @@ export class UpstreamForwarder {
       return;
     }
     this.metrics?.upstreamMessages.inc({ class: cls, outcome: 'acked' });
+    this.progressAt = performance.now();
+    this.send.acked();
     const advance = this.windows.get(cls)!.ack(message);
     if (advance) {
       const now = Date.now();
@@ -338,22 +433,29 @@ export class UpstreamForwarder {
     return n;
   }
 
+  private unacked(): number {
+    let n = 0;
+    for (const w of this.windows.values()) n += w.unacked;
+    return n;
+  }
+
   /** Whether rows wait after the sent cursors (within the flush targets while stopping). */
   private hasPending(): boolean {
     return this.pick(1) !== undefined;
   }
 
-  /** The newest seq of each class stored now, estimated from the backlog (the flush's scope). */
-  private backlogNow(): Map<DataClass, number> {
+  /** The flush's scope: the newest seq of each class stored now (seqs may have gaps). */
+  private flushScope(): Map<DataClass, number> {
     const targets = new Map<DataClass, number>();
     for (const cls of this.classes) {
-      const window = this.windows.get(cls)!;
-      let newest = window.sent;
+      let newest = this.windows.get(cls)!.sent;
       try {
-        const b = this.queue.backlog(cls);
-        if (b.oldestSeq !== null) newest = Math.max(newest, b.oldestSeq + b.rows - 1);
+        newest = Math.max(newest, this.queue.lastSeq(cls));
       } catch (err) {
-        this.log.warn({ err: errorMessage(err) }, 'cannot read the upstream backlog');
+        this.log.warn(
+          { class: cls, err: errorMessage(err) },
+          'cannot read the newest stored seq; flushing only what was already sent',
+        );
       }
       targets.set(cls, newest);
     }
@@ -368,19 +470,21 @@ export class UpstreamForwarder {
     this.pump();
   }
 
-  /** A message unacknowledged for ackTimeoutMs counts as lost: reconnect and resend. */
+  /**
+   * No acknowledgement at all for ackTimeoutMs while messages were in flight: the link is dead
+   * (or too slow for what is sent at once). Reconnect, resend from the acked cursor, and send
+   * less at once.
+   */
   private checkAckTimeout(): void {
-    if (!this.connection.connectedClient()) return;
-    const now = performance.now();
-    for (const cls of this.classes) {
-      const at = this.windows.get(cls)!.oldestUnackedAt();
-      if (at !== undefined && now - at >= this.config.ackTimeoutMs) {
-        this.connection.drop(
-          `no acknowledgement from the upstream broker within ${this.config.ackTimeoutMs} ms`,
-        );
-        return;
-      }
-    }
+    if (!this.connection.connectedClient() || this.unacked() === 0) return;
+    const timeoutMs = this.config.ackTimeoutMs;
+    if (performance.now() - this.progressAt < timeoutMs) return;
+    this.send.timedOut();
+    const { messages, rows } = this.send;
+    this.connection.drop(
+      `no acknowledgement from the upstream broker within ${timeoutMs} ms; sending at most ` +
+        `${messages} message${messages === 1 ? '' : 's'} of ${rows} rows at a time until it keeps up`,
+    );
   }
 
   private wakeIn(ms: number): void {

@@ -6,6 +6,7 @@ import {
   type QueuedRow,
   type UpstreamItem,
 } from '../forward/types.js';
+import { errorMessage } from '../errors.js';
 import type { Alert } from '../pipeline/result.js';
 import { rowToReading, type ReadingRow } from './readings.js';
 import { rowToResult, type ResultRow } from './rows.js';
@@ -17,6 +18,8 @@ export const CLASS_TABLES: Record<DataClass, { table: DataClass; seq: string; at
   readings: { table: 'readings', seq: 'id', at: 'received_at' },
 };
 
+type RawRow = { seq: number; at: number; payload: string } | ResultRow | ReadingRow;
+
 /** A slice of a class's rows to evict together, in the order they are to go. */
 export interface EvictionGroup {
   /** SQL condition selecting the rows. */
@@ -27,9 +30,19 @@ export interface EvictionGroup {
   aboveCursor: boolean;
 }
 
+/** A row nextRows could not turn into an item: deleted, so that forwarding can go on. */
+export interface UnreadableRow {
+  seq: number;
+  /** Whether it lay above the cursor (it was still to be delivered). */
+  aboveCursor: boolean;
+  error: string;
+}
+
 interface ClassState {
   /** Rows in the table. */
   rows: number;
+  /** Rows committed since open: the quota keeper derives the write rate from it. */
+  inserted: number;
   /** Rows with seq above the cursor; kept exact only while the class is forwarded. */
   undelivered: number;
   acked: number;
@@ -48,8 +61,8 @@ interface ClassState {
  * Delivery and deletion: a row of a forwarded class is delivered once its seq is at or below the
  * cursor (an alert also needs `published_at`: acknowledged by the local broker). Retention
  * deletes only delivered rows of forwarded classes, and quota eviction deletes the oldest rows
- * (lowest seqs) first, so the undelivered rows of a forwarded class always form one unbroken run
- * of seqs above the cursor.
+ * (lowest seqs) first, so the undelivered rows of a forwarded class always form one run of seqs
+ * above the cursor (with gaps only where a row that could not be read was deleted).
  */
 export class ForwardLedger {
   private readonly state: Record<DataClass, ClassState>;
@@ -58,6 +71,7 @@ export class ForwardLedger {
   private readonly selectOldest: Record<DataClass, Database.Statement>;
   private readonly selectRows: Record<DataClass, Database.Statement>;
   private readonly selectTopSeq: Database.Statement;
+  private readonly deleteRow: Record<DataClass, Database.Statement>;
 
   constructor(
     private readonly db: Database.Database,
@@ -79,6 +93,7 @@ export class ForwardLedger {
       const cursor = cursors.get(cls);
       return {
         rows,
+        inserted: 0,
         undelivered: 0,
         acked: cursor?.acked_seq ?? 0,
         deliveredAt: cursor?.delivered_at ?? null,
@@ -106,12 +121,31 @@ export class ForwardLedger {
       results: db.prepare('SELECT * FROM results WHERE seq > ? ORDER BY seq LIMIT ?'),
       readings: db.prepare('SELECT * FROM readings WHERE id > ? ORDER BY id LIMIT ?'),
     };
+    this.deleteRow = byClass((cls) => {
+      const { table, seq } = CLASS_TABLES[cls];
+      return db.prepare(`DELETE FROM ${table} WHERE ${seq} = ?`);
+    });
     // The highest seq ever given in a table (AUTOINCREMENT keeps it even when the rows are gone).
     this.selectTopSeq = db.prepare('SELECT seq FROM sqlite_sequence WHERE name = ?');
   }
 
   rows(cls: DataClass): number {
     return this.state[cls].rows;
+  }
+
+  /** Rows of `cls` committed since the store was opened. */
+  inserted(cls: DataClass): number {
+    return this.state[cls].inserted;
+  }
+
+  /** The persisted cursor of `cls`: every row up to it was acknowledged upstream. */
+  acked(cls: DataClass): number {
+    return this.state[cls].acked;
+  }
+
+  /** The highest seq ever given to a row of `cls` (AUTOINCREMENT keeps it when the rows are gone). */
+  lastSeq(cls: DataClass): number {
+    return (this.selectTopSeq.get(cls) as { seq: number } | undefined)?.seq ?? 0;
   }
 
   isForwarded(cls: DataClass): boolean {
@@ -139,6 +173,7 @@ export class ForwardLedger {
   /** `n` rows were committed (new rows always lie above the cursor). */
   added(cls: DataClass, n: number): void {
     this.state[cls].rows += n;
+    this.state[cls].inserted += n;
     this.state[cls].undelivered += n;
   }
 
@@ -147,15 +182,6 @@ export class ForwardLedger {
     const st = this.state[cls];
     st.rows = Math.max(0, st.rows - n);
     st.undelivered = Math.max(0, st.undelivered - aboveCursor);
-  }
-
-  /** SQL condition of the rows retention may delete: those with no delivery pending. */
-  retainable(cls: DataClass): string {
-    const st = this.state[cls];
-    const conditions: string[] = [];
-    if (st.forwarded) conditions.push(`${CLASS_TABLES[cls].seq} <= ${st.acked}`);
-    if (cls === 'alerts') conditions.push('published_at IS NOT NULL');
-    return conditions.length === 0 ? '1' : conditions.join(' AND ');
   }
 
   /**
@@ -185,27 +211,61 @@ export class ForwardLedger {
       : [{ where: below, delivered: true, aboveCursor: false }, above];
   }
 
-  nextRows(cls: DataClass, afterSeq: number, limit: number): QueuedRow[] {
-    const rows = this.selectRows[cls].all(afterSeq, limit);
+  /**
+   * Rows of `cls` with seq > afterSeq, oldest first, at most `limit`. A row that cannot be turned
+   * into an item (its JSON does not parse) would otherwise stop its class at that seq for ever: it
+   * is deleted and reported in `unreadable`, and the rows after it are read in its place.
+   */
+  nextRows(
+    cls: DataClass,
+    afterSeq: number,
+    limit: number,
+  ): { rows: QueuedRow[]; unreadable: UnreadableRow[] } {
+    const rows: QueuedRow[] = [];
+    const unreadable: UnreadableRow[] = [];
+    let after = afterSeq;
+    while (rows.length < limit) {
+      const want = limit - rows.length;
+      const raw = this.selectRows[cls].all(after, want) as RawRow[];
+      for (const r of raw) {
+        const seq = cls === 'readings' ? (r as ReadingRow).id : (r as { seq: number }).seq;
+        after = seq;
+        try {
+          rows.push(this.toQueued(cls, r));
+        } catch (err) {
+          const n = this.deleteRow[cls].run(seq).changes;
+          const aboveCursor = seq > this.state[cls].acked;
+          this.removed(cls, n, aboveCursor ? n : 0);
+          unreadable.push({ seq, aboveCursor, error: errorMessage(err) });
+        }
+      }
+      if (raw.length < want) break;
+    }
+    return { rows, unreadable };
+  }
+
+  private toQueued(cls: DataClass, r: RawRow): QueuedRow {
     switch (cls) {
-      case 'alerts':
-        return (rows as { seq: number; at: number; payload: string }[]).map((r) => ({
-          seq: r.seq,
-          at: r.at,
-          item: { ...(JSON.parse(r.payload) as Alert), seq: r.seq },
-        }));
-      case 'results':
-        return (rows as ResultRow[]).map((r) => ({
-          seq: r.seq,
-          at: r.produced_at,
-          item: { ...rowToResult(r), seq: r.seq },
-        }));
-      case 'readings':
-        return (rows as ReadingRow[]).map((r) => ({
-          seq: r.id,
-          at: r.received_at,
-          item: { id: `${this.storeId}/${r.id}`, seq: r.id, ...rowToReading(r) } satisfies UpstreamItem,
-        }));
+      case 'alerts': {
+        const a = r as { seq: number; at: number; payload: string };
+        const alert = JSON.parse(a.payload) as unknown;
+        if (typeof alert !== 'object' || alert === null || typeof (alert as Alert).id !== 'string') {
+          throw new Error('its payload is not an alert');
+        }
+        return { seq: a.seq, at: a.at, item: { ...(alert as Alert), seq: a.seq } };
+      }
+      case 'results': {
+        const row = r as ResultRow;
+        return { seq: row.seq, at: row.produced_at, item: { ...rowToResult(row), seq: row.seq } };
+      }
+      case 'readings': {
+        const row = r as ReadingRow;
+        return {
+          seq: row.id,
+          at: row.received_at,
+          item: { id: `${this.storeId}/${row.id}`, seq: row.id, ...rowToReading(row) } satisfies UpstreamItem,
+        };
+      }
     }
   }
 
@@ -216,8 +276,7 @@ export class ForwardLedger {
   markDelivered(cls: DataClass, seq: number, at: number): void {
     const st = this.state[cls];
     if (!Number.isSafeInteger(seq) || seq < st.acked) return;
-    const top = (this.selectTopSeq.get(cls) as { seq: number } | undefined)?.seq ?? 0;
-    const acked = Math.min(seq, top);
+    const acked = Math.min(seq, this.lastSeq(cls));
     if (acked < st.acked) return;
     const moved = this.db.transaction(() => {
       this.upsertCursor.run(cls, acked, at);

@@ -88,12 +88,13 @@ export function openDatabase<T>(
   log: Logger,
   build: (opened: OpenedDatabase) => T,
   onRecovery?: (recovery: StoreRecovery) => void,
+  traceSql?: (sql: string) => void,
 ): T {
   mkdirSync(path.dirname(dbPath), { recursive: true });
   // Opening creates an empty -wal and -shm; only those found here belong with a damaged file.
   const found = COMPANION_SUFFIXES.filter((suffix) => existsSync(dbPath + suffix));
   try {
-    return openChecked(dbPath, cfg, log, undefined, build);
+    return openChecked(dbPath, cfg, log, undefined, build, traceSql);
   } catch (err) {
     if (!(err instanceof DamagedDatabase)) throw err;
     const at = Date.now();
@@ -106,7 +107,7 @@ export function openDatabase<T>(
         `moved file for inspection: \`sqlite3 ${movedTo} .recover\` can often salvage its rows.`,
     );
     onRecovery?.(recovery);
-    return openChecked(dbPath, cfg, log, recovery, build);
+    return openChecked(dbPath, cfg, log, recovery, build, traceSql);
   }
 }
 
@@ -116,11 +117,12 @@ function openChecked<T>(
   log: Logger,
   recovery: StoreRecovery | undefined,
   build: (opened: OpenedDatabase) => T,
+  traceSql: ((sql: string) => void) | undefined,
 ): T {
   const checked = fileSize(dbPath) === 0 || inspect(dbPath, cfg);
   let db: Database.Database | undefined;
   try {
-    db = new Database(dbPath);
+    db = new Database(dbPath, traceSql === undefined ? {} : { verbose: (sql) => traceSql(String(sql)) });
     // The first statement reads the header: SQLITE_NOTADB / SQLITE_CORRUPT surface here.
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${cfg.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);

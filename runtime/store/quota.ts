@@ -4,7 +4,7 @@ import type { StoreConfig } from '../config/schema.js';
 import { DATA_CLASSES, type DataClass } from '../forward/types.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../ops/metrics.js';
-import { CLASS_TABLES, type ForwardLedger } from './forward-queue.js';
+import { CLASS_TABLES, type ForwardLedger, type UnreadableRow } from './forward-queue.js';
 
 /**
  * Disk quotas per class of data and the free-disk floor, enforced by evicting the oldest rows.
@@ -19,14 +19,23 @@ import { CLASS_TABLES, type ForwardLedger } from './forward-queue.js';
  * 1.5 M-reading table. A reading costs 73-87 bytes (depending on its names' lengths; of which
  * ~17 in the received_at index), a result ~330 and an alert ~470 with the test fixtures' rows.
  *
- * Deleting rows does not shrink the file: SQLite keeps the freed pages for new rows. So the
- * free-disk floor is kept by reserving room inside the file: while free disk space plus the
- * file's free pages is below `minFreeDiskMiB`, the oldest rows are evicted (readings first, then
- * results, alerts last), and the store then grows into the pages they freed instead of taking
- * more of the disk.
+ * The free-disk floor. Below it (free disk space under `minFreeDiskMiB`) the store stops
+ * growing; it does not try to give the space back. Deleting rows does not shrink the file (SQLite
+ * keeps the freed pages for new rows), and what fills the disk may be other files, or a floor
+ * larger than the whole store: evicting until the gap closes would empty the store and still not
+ * close it. So each check keeps room inside the file for about the rows the next interval will
+ * write: a reserve of twice the bytes written since the previous check, scaled to
+ * `quotaCheckSeconds` (at least MIN_RESERVE_PAGES pages). When the file's free pages fall short
+ * of it, the oldest rows are evicted to make that room, and never more than the reserve per
+ * interval: delivered readings first, then delivered results, then the oldest undelivered
+ * readings, then undelivered results (nothing is lost while delivered rows can go). Alerts are
+ * never evicted for the disk; they go only by their own quota. A check that finds enough free
+ * pages evicts nothing, and in a steady state each check evicts about what was written since the
+ * previous one while the file keeps its size. The first check after start has no write rate yet
+ * and keeps the minimum reserve, so the file can grow by one interval's writes then.
  */
 
-export type EvictionReason = 'quota' | 'disk';
+export type EvictionReason = 'quota' | 'disk' | 'unreadable';
 
 export interface ClassUsage {
   rows: number;
@@ -67,8 +76,17 @@ const MIB = 1024 * 1024;
 const SAMPLE_PAGES = 1000;
 const CALIBRATE_EVERY_MS = 5 * 60_000;
 const DEFAULT_EVICT_BATCH = 20_000;
-/** Disk floor: the order in which classes give up rows. */
-const DISK_ORDER: readonly DataClass[] = ['readings', 'results', 'alerts'];
+/** Quotas: the order in which classes are checked. */
+const QUOTA_ORDER: readonly DataClass[] = ['readings', 'results', 'alerts'];
+/** Disk floor: the order in which rows make room; alerts go only by their quota. */
+const FLOOR_ORDER: readonly { cls: DataClass; delivered: boolean }[] = [
+  { cls: 'readings', delivered: true },
+  { cls: 'results', delivered: true },
+  { cls: 'readings', delivered: false },
+  { cls: 'results', delivered: false },
+];
+/** The floor's smallest reserve, in pages: room enough that eviction frees whole pages. */
+const MIN_RESERVE_PAGES = 16;
 /** Bytes per row before a class has rows to measure (measured on typical rows). */
 const SEED_BYTES_PER_ROW: Record<DataClass, number> = { alerts: 600, results: 500, readings: 90 };
 /** Below this many rows, fixed costs (a page per b-tree) would swamp a measured bytes-per-row. */
@@ -107,6 +125,13 @@ export class QuotaKeeper {
   private readonly freeDisk: (dir: string) => number;
   private readonly batch: number;
   private calibratedAt = 0;
+  private readonly pageSize: number;
+  /** The floor's interval: when it began and the rows committed by then. */
+  private interval: { at: number; inserted: Record<DataClass, number> } | undefined;
+  /** Bytes of free pages the floor keeps in the file, and bytes evicted for it this interval. */
+  private reserve: number;
+  private evictedForFloor = 0;
+  private belowFloor = false;
 
   constructor(
     private readonly db: Database.Database,
@@ -139,6 +164,8 @@ export class QuotaKeeper {
       FROM (SELECT pgsize, ncell, pagetype FROM dbstat WHERE name = ? LIMIT ?)`);
     this.freeDisk = options.freeDiskBytes ?? freeDiskBytes;
     this.batch = options.evictBatchRows ?? DEFAULT_EVICT_BATCH;
+    this.pageSize = Number(db.pragma('page_size', { simple: true }));
+    this.reserve = MIN_RESERVE_PAGES * this.pageSize;
     this.calibrate(Date.now());
     this.publishUsage();
   }
@@ -168,7 +195,7 @@ export class QuotaKeeper {
     let budget = this.batch;
     let more = false;
 
-    for (const cls of DISK_ORDER) {
+    for (const cls of QUOTA_ORDER) {
       const over = this.estimate(cls, this.ledger.rows(cls)) - this.cfg.quotaMiB[cls] * MIB;
       if (over <= 0) continue;
       const excess = Math.min(Math.ceil(over / this.calibration[cls].perRow), this.ledger.rows(cls));
@@ -177,21 +204,8 @@ export class QuotaKeeper {
       if (budget <= 0) break;
     }
 
-    const floor = this.cfg.minFreeDiskMiB * MIB;
-    if (budget > 0 && floor > 0) {
-      let shortfall = floor - (this.freeDisk(this.dir) + this.freePagesBytes());
-      for (const cls of DISK_ORDER) {
-        if (shortfall <= 0) break;
-        const rows = this.ledger.rows(cls);
-        if (rows === 0) continue;
-        const want = Math.min(Math.ceil(shortfall / this.calibration[cls].perRow), rows);
-        if (want > budget) more = true;
-        const n = this.evict(cls, Math.min(want, budget), 'disk', evicted);
-        budget -= n;
-        shortfall -= n * this.calibration[cls].perRow;
-        if (budget <= 0) break;
-      }
-    }
+    this.trackWrites(now);
+    if (budget > 0 && this.cfg.minFreeDiskMiB > 0) more = this.keepFloor(budget, evicted) || more;
 
     if (evicted.length > 0) this.report(evicted);
     this.publishUsage();
@@ -202,12 +216,107 @@ export class QuotaKeeper {
     return { classes, evicted, more };
   }
 
-  /** Deletes up to `want` of the oldest rows of `cls`, delivered ones first. Returns how many. */
-  private evict(cls: DataClass, want: number, reason: EvictionReason, out: Eviction[]): number {
+  /** Counts and logs a row that nextRows deleted because it could not be read. */
+  unreadable(cls: DataClass, row: UnreadableRow): void {
+    this.evictedTotals[cls].undelivered += 1;
+    this.options.metrics?.storeEvicted.inc({ class: cls, delivered: 'false', reason: 'unreadable' });
+    this.log.error(
+      { class: cls, seq: row.seq, err: row.error },
+      `store ${cls} row seq ${row.seq} cannot be read (${row.error}); it was deleted and will not be ` +
+        'delivered upstream, and forwarding goes on with the next rows. If this repeats, the database ' +
+        'file may be damaged: stop Vigil and check a copy of it with `sqlite3 <file> "PRAGMA integrity_check"`.',
+    );
+  }
+
+  /**
+   * Below the floor, evicts what keeps `reserve` bytes of free pages in the file, within what is
+   * left of this interval's reserve and of `budget` rows (see the comment at the top). Returns
+   * whether more is due than the budget allowed.
+   */
+  private keepFloor(budget: number, out: Eviction[]): boolean {
+    const floor = this.cfg.minFreeDiskMiB * MIB;
+    const free = this.freeDisk(this.dir);
+    this.noteFloor(free < floor, free);
+    if (free >= floor) return false;
+    let room = Math.min(this.reserve - this.freePagesBytes(), this.reserve - this.evictedForFloor);
+    let left = budget;
+    for (const { cls, delivered } of FLOOR_ORDER) {
+      if (room <= 0 || left <= 0) break;
+      const perRow = this.calibration[cls].perRow;
+      const n = this.evict(cls, Math.min(Math.ceil(room / perRow), left), 'disk', out, delivered);
+      left -= n;
+      room -= n * perRow;
+      this.evictedForFloor += n * perRow;
+    }
+    return room > 0 && left <= 0;
+  }
+
+  /**
+   * Starts a new floor interval once at least half of quotaCheckSeconds has passed since the last
+   * one began (an earlier call continues the same check), and sets the reserve from the bytes
+   * written during it.
+   */
+  private trackWrites(now: number): void {
+    const inserted = Object.fromEntries(DATA_CLASSES.map((c) => [c, this.ledger.inserted(c)])) as Record<
+      DataClass,
+      number
+    >;
+    const last = this.interval;
+    const period = this.cfg.quotaCheckSeconds * 1000;
+    if (last !== undefined && now >= last.at) {
+      const elapsed = now - last.at;
+      if (elapsed < period / 2) return;
+      const written = DATA_CLASSES.reduce(
+        (sum, c) => sum + (inserted[c] - last.inserted[c]) * this.calibration[c].perRow,
+        0,
+      );
+      this.reserve = Math.max(MIN_RESERVE_PAGES * this.pageSize, (2 * written * period) / elapsed);
+    }
+    this.interval = { at: now, inserted };
+    this.evictedForFloor = 0;
+  }
+
+  /** Says once when the store crosses the floor, either way. */
+  private noteFloor(below: boolean, free: number): void {
+    if (below === this.belowFloor) return;
+    this.belowFloor = below;
+    const fields = {
+      dir: this.dir,
+      freeMiB: Math.round(free / MIB),
+      minFreeDiskMiB: this.cfg.minFreeDiskMiB,
+    };
+    if (below) {
+      this.log.warn(
+        fields,
+        `free disk space for the store in ${this.dir} (${fields.freeMiB} MiB) is below store.minFreeDiskMiB ` +
+          `(${this.cfg.minFreeDiskMiB} MiB): the store stops growing, and new rows now take the place of the ` +
+          'oldest readings and results (alerts are kept; they go only by store.quotaMiB.alerts). Free disk ' +
+          'space on that filesystem or lower store.minFreeDiskMiB.',
+      );
+    } else {
+      this.log.info(
+        fields,
+        `free disk space for the store in ${this.dir} is back above store.minFreeDiskMiB`,
+      );
+    }
+  }
+
+  /**
+   * Deletes up to `want` of the oldest rows of `cls`, delivered ones first (with `delivered`, only
+   * rows of that kind). Returns how many.
+   */
+  private evict(
+    cls: DataClass,
+    want: number,
+    reason: EvictionReason,
+    out: Eviction[],
+    delivered?: boolean,
+  ): number {
     const { table, seq } = CLASS_TABLES[cls];
     let done = 0;
     for (const group of this.ledger.evictionGroups(cls)) {
       if (done >= want) break;
+      if (delivered !== undefined && group.delivered !== delivered) continue;
       const n = this.db
         .prepare(
           `DELETE FROM ${table} WHERE ${seq} IN (SELECT ${seq} FROM ${table} WHERE ${group.where} ORDER BY ${seq} LIMIT ?)`,
@@ -233,11 +342,14 @@ export class QuotaKeeper {
       .filter((e) => e.class === 'alerts' && !e.delivered)
       .reduce((s, e) => s + e.rows, 0);
     const lost = evicted.some((e) => !e.delivered);
+    const why: Record<EvictionReason, (cls: DataClass) => string> = {
+      quota: (cls) => `over store.quotaMiB.${cls}`,
+      disk: () => 'free disk below store.minFreeDiskMiB',
+      unreadable: () => 'unreadable',
+    };
     const parts = evicted.map(
       (e) =>
-        `${e.rows} ${e.class} (${e.delivered ? 'delivered' : 'NOT delivered'}, ${
-          e.reason === 'quota' ? `over store.quotaMiB.${e.class}` : 'free disk below store.minFreeDiskMiB'
-        })`,
+        `${e.rows} ${e.class} (${e.delivered ? 'delivered' : 'NOT delivered'}, ${why[e.reason](e.class)})`,
     );
     const advice = lost
       ? ' Rows not yet delivered are lost: raise the quota, free disk space or restore the upstream connection.'
@@ -306,8 +418,6 @@ export class QuotaKeeper {
   }
 
   private freePagesBytes(): number {
-    const pages = Number(this.db.pragma('freelist_count', { simple: true }));
-    const size = Number(this.db.pragma('page_size', { simple: true }));
-    return pages * size;
+    return Number(this.db.pragma('freelist_count', { simple: true })) * this.pageSize;
   }
 }

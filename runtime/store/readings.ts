@@ -1,6 +1,7 @@
 import type Database from 'better-sqlite3';
 import type { SourceIngestMark } from '../pipeline/source.js';
 import type { Reading, ReadingQuality } from '../telemetry/reading.js';
+import { deleteDeliveredBefore } from './retention.js';
 
 /** A reading as stored, with the id the store gave it. */
 export interface StoredReading extends Reading {
@@ -39,6 +40,7 @@ export class ReadingTable {
   private readonly insert: Database.Statement;
   private readonly insertMark: Database.Statement;
   private readonly selectMark: Database.Statement;
+  private readonly deleteMarkStmt: Database.Statement;
   private readonly insertMany: (
     batch: readonly Reading[],
     marks: readonly SourceIngestMark[],
@@ -54,6 +56,7 @@ export class ReadingTable {
       'INSERT OR REPLACE INTO ingest_marks (source, key, hash, at) VALUES (?, ?, ?, ?)',
     );
     this.selectMark = db.prepare('SELECT 1 FROM ingest_marks WHERE source = ? AND key = ? AND hash = ?');
+    this.deleteMarkStmt = db.prepare('DELETE FROM ingest_marks WHERE source = ? AND key = ?');
     this.insertMany = db.transaction(
       (batch: readonly Reading[], marks: readonly SourceIngestMark[], at: number) => {
         for (const r of batch) {
@@ -87,6 +90,11 @@ export class ReadingTable {
     return this.selectMark.get(source, key, hash) !== undefined;
   }
 
+  /** Forgets the mark of a delivery slot whose earlier message is known to be acknowledged. */
+  deleteMark(source: string, key: string): void {
+    this.deleteMarkStmt.run(source, key);
+  }
+
   count(filter: ReadingFilter = {}): number {
     const { where, params } = toWhere(filter);
     return (this.db.prepare(`SELECT count(*) AS n FROM readings${where}`).get(...params) as { n: number }).n;
@@ -102,32 +110,39 @@ export class ReadingTable {
   }
 
   /**
-   * Deletes at most `chunk` readings among those `deletable` (an SQL condition: every reading,
-   * or only those already delivered upstream): first those received before `cutoff`, then the
-   * oldest beyond `maxRows`. Bounded so that a pass never blocks the event loop for long; `more`
-   * says whether another pass has work left.
+   * Deletes at most `chunk` readings: first those received before `cutoff`, then the oldest
+   * beyond `maxRows`. With `acked` (readings are forwarded upstream), only readings up to that id,
+   * delivered, may go, and the walk is by id (see retention.ts). Bounded so that a pass never
+   * blocks the event loop for long; `more` says whether another pass has work left.
    */
   applyRetention(
     cutoff: number,
     maxRows: number,
     chunk: number,
-    deletable = '1',
+    acked?: number,
   ): { deleted: number; more: boolean } {
-    let deleted = this.db
-      .prepare(
-        `DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE received_at < ? AND ${deletable} ORDER BY received_at LIMIT ?)`,
-      )
-      .run(cutoff, chunk).changes;
-    if (deleted === chunk) return { deleted, more: true };
+    let deleted: number;
+    if (acked === undefined) {
+      deleted = this.db
+        .prepare(
+          'DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE received_at < ? ORDER BY received_at LIMIT ?)',
+        )
+        .run(cutoff, chunk).changes;
+      if (deleted === chunk) return { deleted, more: true };
+    } else {
+      const expired = deleteDeliveredBefore(this.db, 'readings', acked, cutoff, { max: chunk });
+      deleted = expired.deleted;
+      if (expired.more) return { deleted, more: true };
+    }
     // Ids only grow, so every id above (newest id - maxRows) fits within the cap: deleting up to
     // that id keeps at most maxRows rows without counting them.
     const top = (this.db.prepare('SELECT max(id) AS top FROM readings').get() as { top: number | null }).top;
     if (top !== null && top > maxRows) {
-      const bound = top - maxRows;
+      const bound = Math.min(top - maxRows, acked ?? Number.MAX_SAFE_INTEGER);
       const left = chunk - deleted;
       const n = this.db
         .prepare(
-          `DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE id <= ? AND ${deletable} ORDER BY id LIMIT ?)`,
+          'DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE id <= ? ORDER BY id LIMIT ?)',
         )
         .run(bound, left).changes;
       deleted += n;

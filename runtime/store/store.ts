@@ -12,6 +12,7 @@ import { ForwardLedger } from './forward-queue.js';
 import { openDatabase, type StoreRecovery } from './open.js';
 import { QuotaKeeper, type ClassStats, type QuotaOptions, type QuotaOutcome } from './quota.js';
 import { ReadingTable, type ReadingFilter, type StoredReading } from './readings.js';
+import { deleteDeliveredBefore } from './retention.js';
 import { rowToResult, type ResultRow } from './rows.js';
 import { SCHEMA_VERSION } from './schema.js';
 
@@ -63,6 +64,8 @@ export interface StoredAlert extends Alert {
 export interface StoreOptions extends QuotaOptions {
   /** Counts recoveries and evictions, and exports the bytes and quota of each class. */
   metrics?: Metrics | undefined;
+  /** Called with every SQL statement the store runs, parameters bound: for diagnosis and plan checks. */
+  traceSql?: ((sql: string) => void) | undefined;
 }
 
 /** The durability settings in force, as SQLite reports them. */
@@ -223,6 +226,7 @@ export class Store implements ForwardQueue {
         log,
         (opened) => new Store(opened.db, dbPath, cfg, log, opened, options),
         () => options.metrics?.storeRecoveries.inc(),
+        options.traceSql,
       );
       log.info(
         { path: dbPath, schemaVersion: SCHEMA_VERSION, storeId: store.storeId, ...store.durability() },
@@ -262,6 +266,14 @@ export class Store implements ForwardQueue {
     return this.guard('read an ingest mark', () => this.readings.hasMark(source, key, hash));
   }
 
+  /**
+   * Forgets an ingest mark: a new message in the same delivery slot (MQTT packet id) proves the
+   * earlier one was acknowledged, so its mark must not make the new one look like a redelivery.
+   */
+  deleteIngestMark(source: string, key: string): void {
+    this.guard('delete an ingest mark', () => this.readings.deleteMark(source, key));
+  }
+
   countReadings(filter: ReadingFilter = {}): number {
     return this.guard('count readings', () => this.readings.count(filter));
   }
@@ -284,19 +296,38 @@ export class Store implements ForwardQueue {
   /** Alerts not yet acknowledged by the broker, oldest first. */
   unpublishedAlerts(limit: number): Alert[] {
     return this.guard('read unpublished alerts', () =>
-      (this.selectUnpublished.all(limit) as { payload: string }[]).map((r) => JSON.parse(r.payload) as Alert),
+      (this.selectUnpublished.all(limit) as { payload: string }[]).flatMap((r) => {
+        const alert = this.parseAlert(r.payload);
+        return alert ? [alert] : [];
+      }),
     );
   }
 
   /** The most recent alerts, newest first, with their delivery state. */
   recentAlerts(limit: number): StoredAlert[] {
     return this.guard('read recent alerts', () =>
-      (this.selectRecentAlerts.all(limit) as AlertRow[]).map((r) => ({
-        ...(JSON.parse(r.payload) as Alert),
-        publishedAt: r.published_at,
-        publishAttempts: r.publish_attempts,
-      })),
+      (this.selectRecentAlerts.all(limit) as AlertRow[]).flatMap((r) => {
+        const alert = this.parseAlert(r.payload);
+        return alert ? [{ ...alert, publishedAt: r.published_at, publishAttempts: r.publish_attempts }] : [];
+      }),
     );
+  }
+
+  /**
+   * A stored alert's payload; undefined (logged) when it cannot be read, so that one damaged row
+   * never stops the local publisher's outbox or the API. Upstream forwarding evicts such a row
+   * and counts it.
+   */
+  private parseAlert(payload: string): Alert | undefined {
+    try {
+      const alert = JSON.parse(payload) as unknown;
+      if (typeof alert === 'object' && alert !== null && typeof (alert as Alert).id === 'string')
+        return alert as Alert;
+    } catch {
+      // reported below
+    }
+    this.log.error({ payload: payload.slice(0, 200) }, 'a stored alert cannot be read and is skipped');
+    return undefined;
   }
 
   countResults(filter: ResultFilter = {}): number {
@@ -362,26 +393,40 @@ export class Store implements ForwardQueue {
         this.ledger.removed(cls, n, 0);
         return n;
       };
-      const results = this.ledger.retainable('results');
-      let resultsDeleted = del('results', `DELETE FROM results WHERE produced_at < ? AND ${results}`, cutoff);
-      const alertsDeleted = del(
+      // A forwarded class is walked by seq up to its cursor (retention.ts), not by time.
+      const expire = (cls: 'results' | 'alerts', sql: string): number => {
+        if (!this.ledger.isForwarded(cls)) return del(cls, sql, cutoff);
+        const { deleted } = deleteDeliveredBefore(this.db, cls, this.ledger.acked(cls), cutoff, {
+          published: cls === 'alerts',
+        });
+        this.ledger.removed(cls, deleted, 0);
+        return deleted;
+      };
+      let resultsDeleted = expire('results', 'DELETE FROM results WHERE produced_at < ?');
+      const alertsDeleted = expire(
         'alerts',
-        `DELETE FROM alerts WHERE created_at < ? AND ${this.ledger.retainable('alerts')}`,
-        cutoff,
+        'DELETE FROM alerts WHERE created_at < ? AND published_at IS NOT NULL',
       );
       const excess = this.ledger.rows('results') - this.cfg.maxRows;
       if (excess > 0) {
-        resultsDeleted += del(
-          'results',
-          `DELETE FROM results WHERE seq IN (SELECT seq FROM results WHERE ${results} ORDER BY produced_at ASC, seq ASC LIMIT ?)`,
-          excess,
-        );
+        resultsDeleted += this.ledger.isForwarded('results')
+          ? del(
+              'results',
+              'DELETE FROM results WHERE seq IN (SELECT seq FROM results WHERE seq <= ? ORDER BY seq LIMIT ?)',
+              this.ledger.acked('results'),
+              excess,
+            )
+          : del(
+              'results',
+              'DELETE FROM results WHERE seq IN (SELECT seq FROM results ORDER BY produced_at ASC, seq ASC LIMIT ?)',
+              excess,
+            );
       }
       const readings = this.readings.applyRetention(
         cutoff,
         this.cfg.maxReadings,
         readingChunk,
-        this.ledger.retainable('readings'),
+        this.ledger.isForwarded('readings') ? this.ledger.acked('readings') : undefined,
       );
       const readingsDeleted = readings.deleted;
       this.ledger.removed('readings', readingsDeleted, 0);
@@ -400,8 +445,20 @@ export class Store implements ForwardQueue {
     this.guard('set the forwarded classes', () => this.ledger.setForwarded(classes));
   }
 
+  /**
+   * Rows to forward (ForwardQueue). A row that cannot be read is deleted, counted as evicted
+   * (reason 'unreadable') and logged as an error, and the rows after it are read in its place.
+   */
   nextRows(cls: DataClass, afterSeq: number, limit: number): QueuedRow[] {
-    return this.guard(`read ${cls} to forward`, () => this.ledger.nextRows(cls, afterSeq, limit));
+    return this.guard(`read ${cls} to forward`, () => {
+      const { rows, unreadable } = this.ledger.nextRows(cls, afterSeq, limit);
+      for (const row of unreadable) this.quota.unreadable(cls, row);
+      return rows;
+    });
+  }
+
+  lastSeq(cls: DataClass): number {
+    return this.guard(`read the last ${cls} seq`, () => this.ledger.lastSeq(cls));
   }
 
   markDelivered(cls: DataClass, seq: number, at: number): void {
@@ -413,8 +470,9 @@ export class Store implements ForwardQueue {
   }
 
   /**
-   * Evicts the oldest rows of classes over their quota, and while free disk space is below
-   * store.minFreeDiskMiB (see quota.ts); bounded work per call, `more` asks for another soon.
+   * Evicts the oldest rows of classes over their quota and, while free disk space is below
+   * store.minFreeDiskMiB, enough of the oldest readings and results to keep the file from
+   * growing (see quota.ts); bounded work per call, `more` asks for another soon.
    */
   enforceQuota(now: number = Date.now()): QuotaOutcome {
     return this.guard('enforce the quotas', () => this.quota.enforce(now));

@@ -9,7 +9,7 @@ import type { ReadingGate } from './gate.js';
 export interface ReadingSink {
   /**
    * Writes the readings, and the marks of the durable batches whose last reading is among them,
-   * in one transaction: all or none.
+   * in one transaction: all or none. A mark replaces any earlier one of the same source and key.
    */
   saveReadings(batch: readonly Reading[], marks?: readonly SourceIngestMark[]): void;
   /**
@@ -17,6 +17,11 @@ export interface ReadingSink {
    * queued in memory are recognised.
    */
   hasIngestMark?(source: string, key: string, hash: string): boolean;
+  /**
+   * Forgets the mark of this source and key, durably, in a transaction of its own. Without it, a
+   * stale mark is overwritten through saveReadings() with one that no content hashes to.
+   */
+  deleteIngestMark?(source: string, key: string): void;
 }
 
 export interface TelemetryIngestOptions {
@@ -28,8 +33,11 @@ export interface TelemetryIngestOptions {
   /** Accepted readings are written at least this often (ms). */
   flushIntervalMs: number;
   /**
-   * Accepted readings kept in memory while the store refuses writes (disk full, locked file);
-   * beyond it the oldest are dropped and counted. Generous: a reading is ~150 bytes.
+   * Accepted readings of accept() kept in memory while the store refuses writes (disk full, locked
+   * file); beyond it the oldest of them are dropped and counted. Generous: a reading is ~150 bytes.
+   * Readings of acceptDurable() are never dropped: their sender keeps them until acknowledged, and
+   * holds back its next input meanwhile (an MQTT source has one message in flight), so they cannot
+   * pile up.
    */
   maxPending?: number;
   /** Delay before retrying a store that refused a write (ms). */
@@ -54,10 +62,15 @@ const BATCHES_PER_TURN = 10;
 /** Distinct source/asset/tag series whose latest value is kept for the status views. */
 const MAX_LATEST = 20_000;
 
-/** A durable batch's mark, written with the batch that holds reading `end - 1` (absolute position). */
-interface QueuedMark {
-  mark: SourceIngestMark;
+/**
+ * The readings of one durable batch, at absolute positions `start..end`: written in one
+ * transaction, never dropped, and its mark (if any) written with them.
+ */
+interface DurableSpan {
+  start: number;
   end: number;
+  /** Gone once a later batch under the same key proved this one acknowledged. */
+  mark?: SourceIngestMark | undefined;
 }
 
 /** A caller of acceptDurable waiting until every reading before absolute position `end` is written. */
@@ -67,7 +80,7 @@ interface DurableWaiter {
   resolve(outcome: { duplicate: boolean }): void;
 }
 
-/** A redelivered batch waiting to be checked again against a store that could not answer. */
+/** A durable batch waiting to be checked again against a store that could not answer. */
 interface DeferredCheck {
   timer: NodeJS.Timeout;
   run(): void;
@@ -84,6 +97,8 @@ interface DeferredCheck {
  * Sources that acknowledge their input (MQTT QoS 1) use acceptDurable(): its promise resolves
  * once the batch is committed, so that the sender keeps what a power cut could still lose, and a
  * mark written in the same transaction lets a redelivery of an already stored batch be recognised.
+ * Such a batch is written in one transaction, whatever the batch size, and is never dropped to
+ * save memory: what it could lose would be acknowledged all the same.
  */
 export class TelemetryIngest {
   /** Accepted, not yet stored: `queue[head..]`. A head index keeps dequeuing O(1). */
@@ -94,10 +109,15 @@ export class TelemetryIngest {
    * so durable waiters and marks can name the reading they wait for.
    */
   private base = 0;
-  /** Marks of queued durable batches, in queue order. */
-  private marks: QueuedMark[] = [];
-  /** The same marks by source and key, to recognise a redelivery of a batch not yet written. */
-  private readonly queuedMarks = new Map<string, QueuedMark>();
+  /** Queued durable batches, in queue order; they never overlap. */
+  private spans: DurableSpan[] = [];
+  /** Readings of `spans` still queued, left out of the memory cap. */
+  private durablePending = 0;
+  /**
+   * The queued span that carries the mark of each source and key, to recognise a redelivery of a
+   * batch not yet written: at most one, the latest.
+   */
+  private readonly queuedMarks = new Map<string, DurableSpan>();
   /** Ordered by `end`. */
   private waiters: DurableWaiter[] = [];
   private readonly deferredChecks = new Set<DeferredCheck>();
@@ -152,12 +172,16 @@ export class TelemetryIngest {
    * of the event loop rather than after flushIntervalMs; batches arriving in the same turn share
    * one transaction.
    *
-   * A `mark` is written in the same transaction as the batch's last reading. A redelivered batch
+   * The batch is written in one transaction, with its `mark` if it has one (only a batch the store
+   * refuses for its content is written reading by reading, the mark with the last). A redelivered batch
    * whose mark is already written, or still queued, is not queued again: the promise resolves
-   * with `duplicate: true` once the first copy is written. A batch of which no reading passed the
-   * gate resolves at once and records no mark: nothing of it can be lost, and a redelivery only
-   * counts its refusals again, which costs less than a transaction per refused message.
-   * Never rejects.
+   * with `duplicate: true` once the first copy is written. A first delivery under a key proves
+   * that the previous batch under it was acknowledged: a mark of that batch with the same hash
+   * (the key reused for the same content) is forgotten first, or a redelivery of the new batch
+   * would pass for the old one. A batch of which no reading passed the gate resolves at once and
+   * records no mark: nothing of it can be lost, and a redelivery only counts its refusals again,
+   * which costs less than a transaction per refused message. While the store cannot answer for
+   * the marks, the batch waits and is checked again. Never rejects.
    */
   acceptDurable(
     source: string,
@@ -181,12 +205,15 @@ export class TelemetryIngest {
         );
         return this.waitFor(known, true);
       }
+    } else if (mark && !this.forgetStaleMark(source, mark, log)) {
+      return this.checkLater(source, batch, gate, log, mark);
     }
+    const start = this.base + this.queue.length;
     const accepted = this.queueChecked(source, batch, gate, log);
     let outcome = Promise.resolve({ duplicate: false });
     if (accepted > 0) {
       const end = this.base + this.queue.length;
-      if (mark) this.addMark({ ...mark, source }, end);
+      this.addSpan(start, end, mark && { ...mark, source });
       outcome = this.waitFor(end, false);
     }
     this.afterQueued();
@@ -302,7 +329,8 @@ export class TelemetryIngest {
       );
     this.o.metrics.readingsPending.set(this.pendingCount);
     for (const w of this.waiters.splice(0)) w.resolve({ duplicate: w.duplicate });
-    this.marks = [];
+    this.spans = [];
+    this.durablePending = 0;
     this.queuedMarks.clear();
     for (const check of [...this.deferredChecks]) {
       clearTimeout(check.timer);
@@ -312,7 +340,7 @@ export class TelemetryIngest {
 
   /** Writes the batch at the head of the queue; false when the store refused it for now. */
   private writeNextBatch(): boolean {
-    const batch = this.queue.slice(this.head, this.head + this.o.batchSize);
+    const batch = this.queue.slice(this.head, this.batchEnd());
     const marks = this.marksThrough(this.base + this.head + batch.length);
     const end = this.o.metrics.readingsWriteSeconds.startTimer();
     try {
@@ -385,20 +413,70 @@ export class TelemetryIngest {
     }
   }
 
+  /**
+   * Where the next batch ends (queue index): batchSize readings on, or past it to the end of the
+   * durable batch it would cut. Split over two commits, a crash between them would leave the first
+   * part stored without its mark, and the redelivery would store that part a second time.
+   */
+  private batchEnd(): number {
+    const end = Math.min(this.head + this.o.batchSize, this.queue.length);
+    const cut = this.base + end;
+    for (const span of this.spans) {
+      if (span.start >= cut) break;
+      if (span.end > cut) return span.end - this.base;
+    }
+    return end;
+  }
+
   /** The marks to write with the readings up to absolute position `end` (exclusive). */
   private marksThrough(end: number): SourceIngestMark[] {
     const out: SourceIngestMark[] = [];
-    for (const m of this.marks) {
-      if (m.end > end) break;
-      out.push(m.mark);
+    for (const span of this.spans) {
+      if (span.end > end) break;
+      if (span.mark) out.push(span.mark);
     }
     return out;
   }
 
-  private addMark(mark: SourceIngestMark, end: number): void {
-    const queued = { mark, end };
-    this.marks.push(queued);
-    this.queuedMarks.set(markKey(mark.source, mark.key), queued);
+  private addSpan(start: number, end: number, mark: SourceIngestMark | undefined): void {
+    const span: DurableSpan = { start, end, mark };
+    this.spans.push(span);
+    this.durablePending += end - start;
+    if (!mark) return;
+    const key = markKey(mark.source, mark.key);
+    // A new batch under a key queued before proves that one acknowledged: its mark, written later
+    // than this one's, would only stand for a batch that is never redelivered.
+    const superseded = this.queuedMarks.get(key);
+    if (superseded) superseded.mark = undefined;
+    this.queuedMarks.set(key, span);
+  }
+
+  /**
+   * Before a first delivery under a key is queued: forgets a written mark of the same key and hash.
+   * The sender reuses a key only once the batch under it was acknowledged, and content repeats (a
+   * machine idling sends the same payload); a redelivery of the new batch, after a crash before
+   * its commit, would otherwise be taken for the old one, acknowledged, and lost. Only that case
+   * costs a write. False when the store could not be asked or could not forget it now.
+   */
+  private forgetStaleMark(source: string, mark: IngestMark, log: Logger): boolean {
+    const sink = this.o.sink;
+    if (!sink.hasIngestMark) return true;
+    try {
+      if (sink.hasIngestMark(source, mark.key, mark.hash)) {
+        if (sink.deleteIngestMark) sink.deleteIngestMark(source, mark.key);
+        // One mark per source and key: a hash that no content has stands for none.
+        else sink.saveReadings([], [{ source, key: mark.key, hash: '', redelivered: false }]);
+        log.debug(
+          { key: mark.key },
+          `a key of ${source} reused for the same content; its old mark forgotten`,
+        );
+      }
+      this.markChecksWork(log);
+      return true;
+    } catch (err) {
+      this.markChecksFail(source, err, log);
+      return false;
+    }
   }
 
   /**
@@ -408,29 +486,35 @@ export class TelemetryIngest {
    */
   private knownMark(source: string, mark: IngestMark, log: Logger): number | false | undefined {
     const queued = this.queuedMarks.get(markKey(source, mark.key));
-    if (queued && queued.mark.hash === mark.hash) return queued.end;
-    const has = this.o.sink.hasIngestMark;
-    if (!has) return false;
+    if (queued?.mark?.hash === mark.hash) return queued.end;
+    const sink = this.o.sink;
+    if (!sink.hasIngestMark) return false;
     try {
-      const found = has.call(this.o.sink, source, mark.key, mark.hash);
-      if (this.markCheckFailing) {
-        this.markCheckFailing = false;
-        log.info('redelivered input can be checked against the store again');
-      }
+      const found = sink.hasIngestMark(source, mark.key, mark.hash);
+      this.markChecksWork(log);
       return found ? this.base + this.head : false;
     } catch (err) {
-      if (!this.markCheckFailing) {
-        this.markCheckFailing = true;
-        log.error(
-          { err: errorMessage(err) },
-          `a redelivered message of ${source} could not be checked against the store; it stays unacknowledged and is checked again: ${errorMessage(err)}`,
-        );
-      }
+      this.markChecksFail(source, err, log);
       return undefined;
     }
   }
 
-  /** Tries a redelivered batch again once the store may answer; until then its sender waits. */
+  private markChecksWork(log: Logger): void {
+    if (!this.markCheckFailing) return;
+    this.markCheckFailing = false;
+    log.info('acknowledged input can be checked against the store again');
+  }
+
+  private markChecksFail(source: string, err: unknown, log: Logger): void {
+    if (this.markCheckFailing) return;
+    this.markCheckFailing = true;
+    log.error(
+      { err: errorMessage(err) },
+      `a message of ${source} could not be checked against the delivery marks in the store; it stays unacknowledged and is checked again: ${errorMessage(err)}`,
+    );
+  }
+
+  /** Tries a durable batch again once the store may answer; until then its sender waits. */
   private checkLater(
     source: string,
     batch: readonly Reading[],
@@ -469,13 +553,22 @@ export class TelemetryIngest {
     this.head += n;
     const done = this.base + this.head;
     let m = 0;
-    while (m < this.marks.length && this.marks[m]!.end <= done) {
-      const queued = this.marks[m]!;
-      const key = markKey(queued.mark.source, queued.mark.key);
-      if (this.queuedMarks.get(key) === queued) this.queuedMarks.delete(key);
+    while (m < this.spans.length && this.spans[m]!.end <= done) {
+      const span = this.spans[m]!;
+      this.durablePending -= span.end - span.start;
+      if (span.mark) {
+        const key = markKey(span.mark.source, span.mark.key);
+        if (this.queuedMarks.get(key) === span) this.queuedMarks.delete(key);
+      }
       m++;
     }
-    if (m > 0) this.marks.splice(0, m);
+    if (m > 0) this.spans.splice(0, m);
+    // A span written in part, reading by reading: what is left of it is what stays durable.
+    const part = this.spans[0];
+    if (part && part.start < done) {
+      this.durablePending -= done - part.start;
+      part.start = done;
+    }
     let w = 0;
     while (w < this.waiters.length && this.waiters[w]!.end <= done) w++;
     if (w > 0)
@@ -515,15 +608,55 @@ export class TelemetryIngest {
     this.drainHandle = undefined;
   }
 
+  /**
+   * Drops the oldest readings of accept() past maxPending. Durable batches among them stay, moved
+   * up against the readings that follow them (their order kept): each is still written in one
+   * transaction, and the positions after them do not change.
+   */
   private trimQueue(): void {
-    const excess = this.pendingCount - this.maxPending;
+    const excess = this.pendingCount - this.durablePending - this.maxPending;
     if (excess <= 0) return;
-    this.advance(excess);
+    const first = this.base + this.head;
+    const last = this.base + this.queue.length;
+    // The region from the head holding `excess` droppable readings, and the spans within it.
+    const kept: DurableSpan[] = [];
+    let pos = first;
+    let dropped = 0;
+    for (let s = 0; dropped < excess && pos < last;) {
+      const span = this.spans[s];
+      if (span && span.start <= pos) {
+        kept.push(span);
+        pos = span.end;
+        s++;
+        continue;
+      }
+      const next = Math.min(span ? span.start : last, pos + excess - dropped);
+      dropped += next - pos;
+      pos = next;
+    }
+    if (dropped === 0) return;
+    const moved = new Map<number, number>();
+    let to = pos - this.base;
+    for (let k = kept.length - 1; k >= 0; k--) {
+      const span = kept[k]!;
+      const from = span.start - this.base;
+      const n = span.end - span.start;
+      // Backwards: the span only moves towards the end of the region, onto slots already read.
+      for (let j = n - 1; j >= 0; j--) this.queue[to - n + j] = this.queue[from + j]!;
+      moved.set(span.end, this.base + to);
+      span.end = this.base + to;
+      span.start = span.end - n;
+      to -= n;
+    }
+    // A waiter in the region waits for the end of a span in it (its own, or the first copy's).
+    for (const w of this.waiters) w.end = moved.get(w.end) ?? w.end;
+    this.head = to;
     this.compact();
-    this.o.metrics.readingsDropped.inc({ reason: 'store_backlog' }, excess);
+    this.o.metrics.readingsDropped.inc({ reason: 'store_backlog' }, dropped);
     this.o.log.error(
-      { dropped: excess, maxPending: this.maxPending },
-      `${excess} oldest unstored readings dropped: the store has refused writes for too long`,
+      { dropped, maxPending: this.maxPending },
+      `${dropped} oldest unstored readings dropped: the store has refused writes for too long ` +
+        '(those of sources that acknowledge their input are kept: their senders hold them until stored)',
     );
   }
 

@@ -25,6 +25,10 @@ export class MemoryQueue implements ForwardQueue {
   readonly picks: { cls: DataClass; first: number }[] = [];
   /** Makes markDelivered throw while set (a full or read-only disk). */
   failMarks = false;
+  /** Makes nextRows throw this error for a class while set (a damaged table or index). */
+  readonly failReads: Partial<Record<DataClass, Error>> = {};
+  /** nextRows calls that threw, per class. */
+  readonly failedReads: Record<DataClass, number> = { alerts: 0, results: 0, readings: 0 };
   private readonly nextSeq: Record<DataClass, number> = { alerts: 1, results: 1, readings: 1 };
 
   /** Stores `n` rows of `cls`; returns their seqs. */
@@ -39,12 +43,22 @@ export class MemoryQueue implements ForwardQueue {
     return seqs;
   }
 
-  /** The seq of the newest row of `cls` (0 when none). */
+  /** Removes the undelivered rows of `cls` with seq in [from, to] (a quota eviction): a gap. */
+  evict(cls: DataClass, from: number, to: number): void {
+    this.rows[cls] = this.rows[cls].filter((r) => r.seq < from || r.seq > to);
+  }
+
+  /** The highest seq ever given to a row of `cls`, evicted or not (0 before the first). */
   lastSeq(cls: DataClass): number {
     return this.nextSeq[cls] - 1;
   }
 
   nextRows(cls: DataClass, afterSeq: number, limit: number): QueuedRow[] {
+    const failure = this.failReads[cls];
+    if (failure) {
+      this.failedReads[cls]++;
+      throw failure;
+    }
     const list = this.rows[cls];
     // Rows are appended in seq order: find the first one after the cursor by bisection.
     let lo = 0;

@@ -197,6 +197,91 @@ describe('UpstreamForwarder against Mosquitto', () => {
     await forwarder.stop(); // idempotent
   });
 
+  it('stop() flushes up to the last seq stored, across gaps left by evicted rows', async () => {
+    const queue = new MemoryQueue();
+    const { forwarder, receiver } = await setup('gw-gaps', queue, { batchSize: 50 });
+    await forwarder.start();
+    queue.add('readings', 30);
+    // 20 rows in the middle evicted under a quota: 10 rows left, the newest is seq 30.
+    queue.evict('readings', 5, 24);
+    queue.add('alerts', 1);
+    await forwarder.stop(10_000);
+    expect(queue.acked).toEqual({ alerts: 1, results: 0, readings: 30 });
+    await receiver.until(() => receiver.items('readings').length === 10, 5_000, 'the flushed readings');
+    expect(receiver.items('readings').map((i) => i.seq)).toEqual([1, 2, 3, 4, 25, 26, 27, 28, 29, 30]);
+  });
+
+  it('keeps forwarding the other classes while one cannot be read, and resumes it later', async () => {
+    const queue = new MemoryQueue();
+    queue.failReads.results = new Error('database disk image is malformed');
+    queue.add('alerts', 2);
+    queue.add('results', 5);
+    queue.add('readings', 300);
+    const { log, lines } = captureLog();
+    const { forwarder, receiver } = await setup(
+      'gw-bad-class',
+      queue,
+      { batchSize: 100 },
+      { log, pollIntervalMs: 50, classRetryMs: { initialMs: 100, maxMs: 200 } },
+    );
+    await forwarder.start();
+    await receiver.until(
+      () => receiver.items('readings').length === 300 && receiver.items('alerts').length === 2,
+      10_000,
+      'the alerts and readings',
+    );
+    // Retried with back-off (not at every pump), logged once with the class.
+    await waitUntil(() => queue.failedReads.results >= 3, 5_000, 'the retries');
+    const retries = queue.failedReads.results;
+    expect(retries).toBeLessThan(30);
+    const errors = lines.filter((l) => l.level === 50);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatchObject({ class: 'results', err: 'database disk image is malformed' });
+    expect(errors[0]!.msg).toMatch(/results/);
+    expect(forwarder.status().classes.results.lastError).toBe('database disk image is malformed');
+    expect(receiver.items('results')).toEqual([]);
+
+    // A different error is logged once too.
+    queue.failReads.results = new Error('disk I/O error');
+    await waitUntil(() => lines.filter((l) => l.level === 50).length === 2, 5_000, 'the new error line');
+    expect(lines.filter((l) => l.level === 50)[1]).toMatchObject({ class: 'results', err: 'disk I/O error' });
+
+    delete queue.failReads.results;
+    await receiver.until(() => receiver.items('results').length === 5, 5_000, 'the results once readable');
+    expect(receiver.items('results').map((i) => i.seq)).toEqual([1, 2, 3, 4, 5]);
+    await waitUntil(() => queue.acked.results === 5, 5_000, 'the results cursor');
+    expect(forwarder.status().classes.results.lastError).toBeUndefined();
+    expect(lines.filter((l) => l.level === 50)).toHaveLength(2);
+  });
+
+  it('skips a class whose rows cannot be put in a message and keeps forwarding the others', async () => {
+    const queue = new MemoryQueue();
+    queue.add('results', 3);
+    queue.add('readings', 20);
+    // A value JSON cannot encode: the message of results 1-3 cannot be built.
+    (queue.rows.results[1]!.item as unknown as { score: unknown }).score = 10n;
+    const { log, lines } = captureLog();
+    const { forwarder, receiver } = await setup(
+      'gw-bad-row',
+      queue,
+      {},
+      { log, pollIntervalMs: 50, classRetryMs: { initialMs: 100, maxMs: 200 } },
+    );
+    await forwarder.start();
+    await receiver.until(() => receiver.items('readings').length === 20, 5_000, 'the readings');
+    await waitUntil(() => lines.some((l) => l.level === 50), 5_000, 'the error line');
+    expect(lines.filter((l) => l.level === 50)).toHaveLength(1);
+    expect(lines.find((l) => l.level === 50)).toMatchObject({ class: 'results' });
+    expect(lines.find((l) => l.level === 50)!.err).toMatch(/BigInt/);
+    expect(receiver.items('results')).toEqual([]);
+    expect(queue.acked.results).toBe(0);
+
+    // Nothing was taken from the drain rate or put in flight for it: new readings still go.
+    queue.add('readings', 5);
+    forwarder.notify();
+    await receiver.until(() => receiver.items('readings').length === 25, 5_000, 'the new readings');
+  });
+
   it('reports a refused login as state refused with an actionable message, logged once', async () => {
     const secured = await startMosquitto({ users: { vigil: 'right-password' } });
     cleanups.push(() => secured.stop());

@@ -166,9 +166,95 @@ describe('store quotas and the free-disk floor', () => {
     expect(outbox.at(-1)).toBe('alert-299');
   });
 
-  it('under the free-disk floor evicts readings first, then results, alerts last, delivered first in each', async () => {
-    let free = 0;
-    const s = open({ minFreeDiskMiB: 1 }, { freeDiskBytes: () => free });
+  function pageCount(): number {
+    const raw = new Database(file, { readonly: true });
+    try {
+      return Number(raw.pragma('page_count', { simple: true }));
+    } finally {
+      raw.close();
+    }
+  }
+
+  function evictedRows(outcome: { evicted: { class: string; rows: number }[] }, cls: string): number {
+    return outcome.evicted.filter((e) => e.class === cls).reduce((n, e) => n + e.rows, 0);
+  }
+
+  it('below the free-disk floor stops growing instead of emptying the store, and never evicts alerts for it', async () => {
+    // The default floor (256 MiB) above what the disk has free (200 MiB): no eviction can close
+    // that gap, so none may try to.
+    const s = open({ minFreeDiskMiB: 256 }, { freeDiskBytes: () => 200 * MIB });
+    s.setForwarded(['alerts', 'results', 'readings']);
+    saveReadings(s, 5_000);
+    for (let n = 1; n <= 40; n++) {
+      const { result, alert } = makeResult(n, { alert: true, producedAt: NOW + n });
+      s.saveResult(result, alert);
+    }
+    s.markDelivered('readings', 2_000, NOW);
+
+    // No write rate known yet: only the smallest reserve (16 pages), from delivered readings.
+    const first = s.enforceQuota(NOW);
+    expect(first.more).toBe(false);
+    expect(first.evicted.map((e) => [e.class, e.delivered, e.reason])).toEqual([['readings', true, 'disk']]);
+    expect(evictedRows(first, 'readings')).toBeGreaterThan(100);
+    expect(
+      evictedRows(first, 'readings') * (s.classStats().readings.bytes / s.classStats().readings.rows),
+    ).toBeLessThanOrEqual(17 * 4096);
+    const warned = logged.lines.filter((l) => l.msg.includes('below store.minFreeDiskMiB (256 MiB)'));
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatchObject({ level: LEVEL.warn });
+
+    // Nothing written since: once the room is there, checks evict nothing, however long the
+    // disk stays below the floor.
+    let total = evictedRows(first, 'readings');
+    let quiet = 0;
+    for (let i = 1; i <= 10 && quiet < 2; i++) {
+      const outcome = s.enforceQuota(NOW + i * 10_000);
+      total += evictedRows(outcome, 'readings');
+      expect(evictedRows(outcome, 'results') + evictedRows(outcome, 'alerts')).toBe(0);
+      quiet = outcome.evicted.length === 0 ? quiet + 1 : 0;
+    }
+    expect(quiet).toBe(2);
+    expect(total).toBeLessThan(2_000);
+    expect(s.countResults()).toBe(40);
+    expect(s.countAlerts()).toBe(40);
+    expect(s.countAlerts({ published: false })).toBe(40);
+    expect(s.classStats().readings.rows).toBe(5_000 - total);
+    expect(await evictedMetric()).toEqual({ 'readings/true/disk': total });
+    expect(logged.lines.filter((l) => l.msg.includes('the store stops growing'))).toHaveLength(1);
+  });
+
+  it('below the floor evicts about what is written, so the file keeps its size', () => {
+    const s = open({ minFreeDiskMiB: 256, quotaCheckSeconds: 10 }, { freeDiskBytes: () => 200 * MIB });
+    saveReadings(s, 20_000);
+    for (let n = 1; n <= 20; n++) {
+      const { result, alert } = makeResult(n, { alert: true, producedAt: NOW + n });
+      s.saveResult(result, alert);
+    }
+    s.enforceQuota(NOW);
+    const pages: number[] = [];
+    const evicted: number[] = [];
+    for (let k = 1; k <= 12; k++) {
+      for (let i = 0; i < 5; i++) s.saveReadings(readings(1_000, { receivedAt: NOW + k * 10_000 + i }));
+      const outcome = s.enforceQuota(NOW + k * 10_000);
+      expect(outcome.more).toBe(false);
+      evicted.push(evictedRows(outcome, 'readings'));
+      pages.push(pageCount());
+    }
+    // The first interval's writes grow the file once (no write rate was known); from then on
+    // the file keeps its size while each check evicts about one interval's rows.
+    expect(Math.max(...pages.slice(2))).toBeLessThanOrEqual(pages[1]!);
+    const steady = evicted.slice(2);
+    const mean = steady.reduce((a, b) => a + b, 0) / steady.length;
+    expect(mean).toBeGreaterThan(4_000);
+    expect(mean).toBeLessThan(6_500);
+    expect(Math.max(...evicted)).toBeLessThan(12_000);
+    expect(s.countAlerts()).toBe(20);
+    expect(s.countResults()).toBe(20);
+  });
+
+  it('below the floor takes delivered readings and results before anything undelivered, alerts never', async () => {
+    let free = 10 * MIB;
+    const s = open({ minFreeDiskMiB: 1 }, { freeDiskBytes: () => free, evictBatchRows: 1_000 });
     s.setForwarded(['alerts', 'results', 'readings']);
     saveReadings(s, 5_000);
     for (let n = 1; n <= 40; n++) {
@@ -176,42 +262,42 @@ describe('store quotas and the free-disk floor', () => {
       s.saveResult(result, alert);
       s.markAlertPublished(alert!.id, NOW);
     }
-    s.markDelivered('readings', 1_000, NOW);
+    s.markDelivered('readings', 2_000, NOW);
     s.markDelivered('results', 10, NOW);
-    s.markDelivered('alerts', 10, NOW);
+    s.markDelivered('alerts', 40, NOW);
     // Enough free space: nothing to do.
-    free = 10 * MIB;
     expect(s.enforceQuota(NOW).evicted).toEqual([]);
 
-    // About 2000 readings' worth short: only readings go.
-    const perReading = s.classStats().readings.bytes / 5_000;
-    free = MIB - 2_000 * perReading;
-    const partial = s.enforceQuota(NOW);
-    expect(partial.evicted.map((e) => [e.class, e.delivered, e.reason])).toEqual([
-      ['readings', true, 'disk'],
-      ['readings', false, 'disk'],
-    ]);
-    expect(partial.evicted[0]!.rows).toBe(1_000);
-    expect(s.countResults()).toBe(40);
-    expect(s.countAlerts()).toBe(40);
-
-    // Nothing free: everything goes, in priority order.
+    // Nothing free at all, and 3 000 readings written in the interval: room for about twice
+    // that is made, in bounded passes, delivered rows first; alerts, even delivered, stay.
     free = 0;
-    const all = s.enforceQuota(NOW);
-    expect(all.evicted.map((e) => [e.class, e.delivered])).toEqual([
-      ['readings', false],
-      ['results', true],
-      ['results', false],
-      ['alerts', true],
-      ['alerts', false],
-    ]);
-    expect(all.evicted.filter((e) => e.class === 'results').map((e) => e.rows)).toEqual([10, 30]);
-    expect(s.classStats().readings.rows).toBe(0);
+    saveReadings(s, 3_000);
+    const passes = [];
+    let outcome = s.enforceQuota(NOW + 10_000);
+    passes.push(outcome);
+    for (let i = 0; i < 20 && outcome.more; i++) {
+      outcome = s.enforceQuota(NOW + 10_000);
+      passes.push(outcome);
+    }
+    expect(outcome.more).toBe(false);
+    expect(passes.length).toBeGreaterThan(2);
+    const order: string[] = [];
+    for (const e of passes.flatMap((p) => p.evicted)) {
+      const key = `${e.class}/${e.delivered}`;
+      if (order.at(-1) !== key) order.push(key);
+    }
+    expect(order).toEqual(['readings/true', 'results/true', 'readings/false']);
     const metric = await evictedMetric();
-    expect(metric['readings/true/disk']).toBe(1_000);
-    expect(metric['alerts/false/disk']).toBeGreaterThan(0);
+    expect(metric['readings/true/disk']).toBe(2_000);
+    expect(metric['results/true/disk']).toBe(10);
+    expect(metric['readings/false/disk']).toBeGreaterThan(2_000);
+    expect(metric['readings/false/disk']).toBeLessThan(6_000);
+    expect(s.countResults()).toBe(30);
+    expect(s.countAlerts()).toBe(40);
+    // The room is there now: the same check evicts nothing more.
+    expect(s.enforceQuota(NOW + 10_000).evicted).toEqual([]);
     expect(logged.lines.filter((l) => l.msg.startsWith('store evicted')).at(-1)).toMatchObject({
-      level: LEVEL.error,
+      level: LEVEL.warn,
     });
   });
 });

@@ -30,10 +30,13 @@ function r(value: number | null, over: Partial<Reading> = {}): Reading {
 
 const mark = (key: string, hash: string, redelivered = false): IngestMark => ({ key, hash, redelivered });
 
-/** A sink that records each transaction, remembers the marks it wrote, and can refuse for a while. */
+/**
+ * A sink that records each transaction, remembers the marks it wrote (one per source and key, as
+ * the Store does), and can refuse for a while.
+ */
 class MarkSink implements ReadingSink {
   readonly writes: Array<{ readings: Reading[]; marks: SourceIngestMark[] }> = [];
-  private readonly marks = new Set<string>();
+  protected readonly marks = new Map<string, string>();
   /** The next this many writes fail as a full or locked disk fails. */
   failures = 0;
   /** The next this many mark look-ups fail the same way. */
@@ -56,7 +59,7 @@ class MarkSink implements ReadingSink {
       this.succeedThenFail -= 1;
     }
     this.writes.push({ readings: [...batch], marks: [...marks] });
-    for (const m of marks) this.marks.add(`${m.source}/${m.key}/${m.hash}`);
+    for (const m of marks) this.marks.set(`${m.source}/${m.key}`, m.hash);
   }
 
   hasIngestMark(source: string, key: string, hash: string): boolean {
@@ -64,11 +67,39 @@ class MarkSink implements ReadingSink {
       this.checkFailures -= 1;
       throw Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR' });
     }
-    return this.marks.has(`${source}/${key}/${hash}`);
+    return this.marks.get(`${source}/${key}`) === hash;
   }
 
   values(): Array<number | null> {
     return this.writes.flatMap((w) => w.readings.map((x) => x.value));
+  }
+}
+
+/** A MarkSink that can forget a mark, as deleteIngestMark() does. */
+class DeletingSink extends MarkSink {
+  readonly deletes: string[] = [];
+  /** The next this many deletions fail as a full disk fails. */
+  deleteFailures = 0;
+
+  deleteIngestMark(source: string, key: string): void {
+    if (this.deleteFailures > 0) {
+      this.deleteFailures -= 1;
+      throw Object.assign(new Error('database or disk is full'), { code: 'SQLITE_FULL' });
+    }
+    this.deletes.push(`${source}/${key}`);
+    this.marks.delete(`${source}/${key}`);
+  }
+}
+
+/** The Store, as a process about to be killed sees it: marks are read and written, readings never commit. */
+class DyingStore implements ReadingSink {
+  constructor(private readonly store: Store) {}
+  saveReadings(batch: readonly Reading[], marks?: readonly SourceIngestMark[]): void {
+    if (batch.length > 0) throw Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR' });
+    this.store.saveReadings(batch, marks);
+  }
+  hasIngestMark(source: string, key: string, hash: string): boolean {
+    return this.store.hasIngestMark(source, key, hash);
   }
 }
 
@@ -138,25 +169,49 @@ describe('TelemetryIngest.acceptDurable', () => {
     expect(b).toEqual({ done: true, duplicate: false });
   });
 
-  it('writes a mark in the transaction of its batch’s last reading', async () => {
+  it('writes a durable batch in one transaction with its mark, even past the batch size', async () => {
     const sink = new MarkSink();
     const { ingest } = setup(sink, { batchSize: 3 });
-    const p = track(
+    ingest.accept('opcua', [r(1)], gate, log);
+    const a = track(ingest.acceptDurable('s', [r(2)], gate, log, mark('1', 'a')));
+    const b = track(
       ingest.acceptDurable(
         's',
-        [1, 2, 3, 4, 5].map((v) => r(v)),
+        [3, 4, 5, 6].map((v) => r(v)),
         gate,
         log,
-        mark('7', 'h'),
+        mark('2', 'b'),
       ),
     );
-    // Two batches: the mark goes with the second, so it is never recorded for half a message.
-    expect(sink.writes.map((w) => [w.readings.length, w.marks.length])).toEqual([
-      [3, 0],
-      [2, 1],
+    ingest.accept('opcua', [r(7), r(8), r(9)], gate, log);
+    // The cut after 3 readings falls inside the second message: the transaction runs to its end.
+    expect(sink.writes.map((w) => [w.readings.map((x) => x.value), w.marks.map((m) => m.key)])).toEqual([
+      [
+        [1, 2, 3, 4, 5, 6],
+        ['1', '2'],
+      ],
+      [[7, 8, 9], []],
     ]);
     await turn();
-    expect(p.done).toBe(true);
+    expect(a.done && b.done).toBe(true);
+  });
+
+  it('stores a message once when the process dies after what would have been its first part', async () => {
+    const sink = new MarkSink();
+    // One transaction succeeds, then the disk fails until the process is killed.
+    sink.succeedThenFail = 1;
+    const { ingest: first } = setup(sink, { batchSize: 3 });
+    const msg = () => [1, 2, 3, 4, 5].map((v) => r(v));
+    void first.acceptDurable('s', msg(), gate, log, mark('7', 'h'));
+    await turn();
+    first.close();
+    sink.succeedThenFail = undefined;
+    const { ingest: second } = setup(sink, { batchSize: 3 });
+    expect(await second.acceptDurable('s', msg(), gate, log, mark('7', 'h', true))).toEqual({
+      duplicate: true,
+    });
+    await turn();
+    expect(sink.values()).toEqual([1, 2, 3, 4, 5]);
   });
 
   it('stays pending while the store refuses writes, and resolves once it takes them again', async () => {
@@ -195,6 +250,69 @@ describe('TelemetryIngest.acceptDurable', () => {
     await turn();
     expect(sink.values()).toEqual([1, 2, 3, 4, 5]);
     expect(await metric(metrics, 'vigil_ingest_duplicates_total', { source: 's' })).toBe(1);
+  });
+
+  it('forgets the mark of a key reused for the same content, so that a redelivery of the new message is stored', async () => {
+    const sink = new DeletingSink();
+    const { ingest: first } = setup(sink);
+    await first.acceptDurable('s', [r(1)], gate, log, mark('7', 'P'));
+    // Another first delivery under other keys, or under the key with other content: nothing to forget.
+    await first.acceptDurable('s', [r(2)], gate, log, mark('8', 'P'));
+    await first.acceptDurable('t', [r(3)], gate, log, mark('7', 'P'));
+    await first.acceptDurable('s', [r(4)], gate, log, mark('8', 'Q'));
+    expect(sink.deletes).toEqual([]);
+
+    // Much later the broker reuses id 7 for a message with the same payload; the process dies
+    // before it is committed.
+    sink.failures = 1_000;
+    const m2 = track(first.acceptDurable('s', [r(5)], gate, log, mark('7', 'P')));
+    expect(sink.deletes).toEqual(['s/7']);
+    await turn();
+    expect(m2.done).toBe(false);
+    first.close();
+
+    // Sent again, with DUP: a new message, not the one stored long ago.
+    sink.failures = 0;
+    const { ingest: second, metrics } = setup(sink);
+    expect(await second.acceptDurable('s', [r(5)], gate, log, mark('7', 'P', true))).toEqual({
+      duplicate: false,
+    });
+    expect(sink.values()).toEqual([1, 2, 3, 4, 5]);
+    expect(await metric(metrics, 'vigil_ingest_duplicates_total', { source: 's' })).toBe(0);
+    // Its own mark is recorded: a further redelivery of it is a duplicate again.
+    expect(await second.acceptDurable('s', [r(5)], gate, log, mark('7', 'P', true))).toEqual({
+      duplicate: true,
+    });
+  });
+
+  it('holds a message back while a stale mark cannot be forgotten', async () => {
+    const sink = new DeletingSink();
+    const { ingest } = setup(sink, { retryMs: 30 });
+    await ingest.acceptDurable('s', [r(1)], gate, log, mark('7', 'P'));
+    sink.deleteFailures = 2;
+    const m2 = track(ingest.acceptDurable('s', [r(2)], gate, log, mark('7', 'P')));
+    await turn();
+    // Not queued, not acknowledged: its sender keeps it.
+    expect(m2.done).toBe(false);
+    expect(ingest.pendingCount).toBe(0);
+    await sleep(150);
+    expect(m2).toEqual({ done: true, duplicate: false });
+    expect(sink.deletes).toEqual(['s/7']);
+    expect(sink.values()).toEqual([1, 2]);
+  });
+
+  it('does not write the queued mark of a message whose key a later message reused', async () => {
+    const sink = new MarkSink();
+    sink.failures = 1_000;
+    const { ingest: first } = setup(sink, { retryMs: 10_000 });
+    // The broker lost its session (a restart without persistence) and starts its ids afresh.
+    void first.acceptDurable('s', [r(1)], gate, log, mark('1', 'P'));
+    void first.acceptDurable('s', [r(2)], gate, log, mark('1', 'P'));
+    sink.failures = 0;
+    first.flush();
+    expect(sink.writes.map((w) => w.marks.length)).toEqual([1]);
+    expect(sink.values()).toEqual([1, 2]);
+    first.close();
   });
 
   it('recognises a redelivery of a batch still queued, and resolves it only once the first copy is written', async () => {
@@ -240,17 +358,64 @@ describe('TelemetryIngest.acceptDurable', () => {
     expect(sink.writes).toEqual([]);
   });
 
-  it('releases its waiters for readings dropped past the memory cap and at close', async () => {
+  it('never drops durable readings past the memory cap, only the oldest plain ones around them', async () => {
     const sink = new MarkSink();
     sink.failures = 1_000;
     const { ingest, metrics } = setup(sink, { maxPending: 2, retryMs: 10_000 });
-    const a = track(ingest.acceptDurable('s', [r(1)], gate, log, mark('1', 'a')));
+    ingest.accept('opcua', [r(1), r(2)], gate, log);
+    const a = track(ingest.acceptDurable('s', [r(3), r(4), r(5)], gate, log, mark('1', 'a')));
+    ingest.accept('opcua', [r(6), r(7)], gate, log);
+    ingest.accept('opcua', [r(8)], gate, log);
+    await turn();
+    // Acknowledging a dropped message would lose it: its sender keeps it while it waits instead.
+    expect(a.done).toBe(false);
+    expect(ingest.pendingCount).toBe(5);
+    expect(await metric(metrics, 'vigil_readings_dropped_total', { reason: 'store_backlog' })).toBe(3);
+    const b = track(ingest.acceptDurable('s', [r(9)], gate, log, mark('2', 'b')));
+    await turn();
+    expect(ingest.pendingCount).toBe(6);
+
+    sink.failures = 0;
+    ingest.flush();
+    await turn();
+    expect(sink.writes.map((w) => [w.readings.map((x) => x.value), w.marks.map((m) => m.key)])).toEqual([
+      [
+        [3, 4, 5, 7, 8, 9],
+        ['1', '2'],
+      ],
+    ]);
+    expect(a).toEqual({ done: true, duplicate: false });
+    expect(b).toEqual({ done: true, duplicate: false });
+  });
+
+  it('keeps the unwritten rest of a durable batch past the memory cap', async () => {
+    const sink = new MarkSink();
+    // Refused for its content, so written one by one; the disk fails after the next reading.
+    sink.poison = 1;
+    sink.succeedThenFail = 1;
+    const { ingest, metrics } = setup(sink, { maxPending: 1, retryMs: 10_000 });
+    const a = track(ingest.acceptDurable('s', [r(1), r(2), r(3)], gate, log, mark('1', 'a')));
+    await turn();
+    await turn();
+    expect(sink.values()).toEqual([2]);
+    ingest.accept('opcua', [r(4), r(5)], gate, log);
+    expect(ingest.pendingCount).toBe(2);
+    expect(await metric(metrics, 'vigil_readings_dropped_total', { reason: 'store_backlog' })).toBe(1);
+    sink.succeedThenFail = undefined;
+    ingest.flush();
+    await turn();
+    expect(sink.values()).toEqual([2, 3, 5]);
+    expect(sink.writes.at(-1)!.marks.map((m) => m.key)).toEqual(['1']);
+    expect(a).toEqual({ done: true, duplicate: false });
+  });
+
+  it('releases its waiters at close', async () => {
+    const sink = new MarkSink();
+    sink.failures = 1_000;
+    const { ingest, metrics } = setup(sink, { retryMs: 10_000 });
     const b = track(ingest.acceptDurable('s', [r(2), r(3)], gate, log, mark('2', 'b')));
     await turn();
-    // The oldest reading went past the cap, dropped and counted: waiting for it would never end.
-    expect(a.done).toBe(true);
     expect(b.done).toBe(false);
-    expect(await metric(metrics, 'vigil_readings_dropped_total', { reason: 'store_backlog' })).toBe(1);
     ingest.close();
     await turn();
     expect(b).toEqual({ done: true, duplicate: false });
@@ -330,6 +495,20 @@ describe('TelemetryIngest.acceptDurable', () => {
       });
       expect(store.listReadings({ source: 's' }).map((x) => x.value)).toEqual([1, 2, 3]);
       expect(await metric(metrics, 'vigil_ingest_duplicates_total', { source: 's' })).toBe(1);
+
+      // Key 12 reused for the content first stored under it; killed before the commit.
+      const dying = new DyingStore(store);
+      ingest.close();
+      ingest = new TelemetryIngest({ sink: dying, metrics, log, batchSize: 100, flushIntervalMs: 60_000 });
+      expect(store.hasIngestMark('s', '12', 'h2')).toBe(true);
+      void ingest.acceptDurable('s', [r(4)], gate, log, mark('12', 'h2'));
+      expect(store.hasIngestMark('s', '12', 'h2')).toBe(false);
+      ingest.close();
+      ingest = new TelemetryIngest({ sink: store, metrics, log, batchSize: 100, flushIntervalMs: 60_000 });
+      expect(await ingest.acceptDurable('s', [r(4)], gate, log, mark('12', 'h2', true))).toEqual({
+        duplicate: false,
+      });
+      expect(store.listReadings({ source: 's' }).map((x) => x.value)).toEqual([1, 2, 3, 4]);
     } finally {
       ingest?.close();
       ingest = undefined;
