@@ -21,6 +21,7 @@ import { TelemetryIngest, type SourceTelemetryStats } from './telemetry/ingest.j
 import { withDeadline } from './lifecycle.js';
 import { UpstreamForwarder } from './forward/upstream.js';
 import { StoreUpkeep } from './upkeep.js';
+import { ModelRollouts } from './rollout/ota.js';
 import { VERSION } from './version.js';
 
 export interface DaemonHooks {
@@ -48,6 +49,7 @@ export class Daemon {
   private publisher: MqttPublisher | undefined;
   private upstream: UpstreamForwarder | undefined;
   private upkeep: StoreUpkeep | undefined;
+  private rollouts: ModelRollouts | undefined;
   private ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
   private readonly startedAt = new Date();
   private stopping: Promise<void> | undefined;
@@ -92,6 +94,15 @@ export class Daemon {
         api: {
           status: () => this.status(),
           alerts: (limit: number) => this.store?.recentAlerts(limit) ?? [],
+          modelAction: async (model, action) =>
+            this.rollouts
+              ? this.rollouts.action(model, action)
+              : {
+                  status: 404,
+                  body: {
+                    error: 'this daemon follows no model registry (no registry: section in its config)',
+                  },
+                },
         },
       });
       log.info({ url: this.ops.url }, `ops HTTP listening on ${this.ops.url}`);
@@ -115,11 +126,12 @@ export class Daemon {
       },
     });
 
+    this.rollouts = await ModelRollouts.open(this.loaded, log);
     for (const [name, mc] of Object.entries(config.models)) {
       const options: EngineOptions = { onnx: mc.onnx, tflite: mc.tflite, warmupRuns: mc.warmupRuns };
       const host = new ModelHost(
         name,
-        resolvePath(this.loaded, mc.package),
+        this.rollouts?.packageFor(name) ?? resolvePath(this.loaded, mc.package),
         options,
         this.metrics,
         log.child({ model: name }),
@@ -168,6 +180,8 @@ export class Daemon {
         log: log.child({ pipeline: name }),
         onResult: this.hooks.onResult,
         onAlertPublished: this.hooks.onAlertPublished,
+        // A new version in shadow runs beside the current one; after a promotion it is watched.
+        rollout: model,
       };
       if ((await this.pipelineKind(name, model)) === 'telemetry') {
         const p = new TelemetryPipeline(common);
@@ -220,6 +234,20 @@ export class Daemon {
       await source.start(this.lifetime.signal);
     }
 
+    if (this.rollouts) {
+      for (const [name, host] of this.models) {
+        const budgets = Object.values(config.pipelines)
+          .filter((pc) => pc.model === name)
+          .map((pc) => pc.budgetMs);
+        this.rollouts.attach(name, host, Math.min(...budgets, 100), (event) => {
+          this.publisher?.publishRolloutEvent(name, event).catch((err: unknown) => {
+            log.warn({ model: name, err: errorMessage(err) }, 'rollout event not published on MQTT');
+          });
+        });
+      }
+      // After the sources: a new version's shadow needs live inputs.
+      this.rollouts.start();
+    }
     this.upkeep = new StoreUpkeep(this.store, config.store, log.child({ component: 'store' }));
     this.upkeep.start();
     // Alerts whose PUBACK timed out on a connection that stayed up are retried here; a
@@ -349,6 +377,7 @@ export class Daemon {
       telemetry,
       store: this.storeStatus(),
       upstream: this.upstream?.status() ?? { enabled: false },
+      ...(this.rollouts ? { rollout: this.rollouts.status() } : {}),
     };
   }
 
@@ -419,6 +448,7 @@ export class Daemon {
       await withDeadline('upstream forwarder', this.upstream.stop(flushMs), flushMs + 500, log);
     }
     if (this.publisher) await withDeadline('mqtt publisher', this.publisher.stop(), left(5_000), log);
+    if (this.rollouts) await withDeadline('model rollouts', this.rollouts.stop(), left(5_000), log);
     for (const [name, m] of this.models) await withDeadline(`model ${name}`, m.close(), left(10_000), log);
     try {
       this.store?.close();

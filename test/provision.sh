@@ -3,7 +3,9 @@
 #  - Debian packages: Mosquitto (MQTT broker), socat (serial pseudo-terminal pairs), openssl
 #    (certificates for the OPC-UA security tests);
 #  - a Python virtual environment outside the clone with the independent protocol peers
-#    (asyncua, an OPC-UA server from another implementation), from test/peers/requirements.txt.
+#    (asyncua, an OPC-UA server from another implementation), from test/peers/requirements.txt;
+#  - a second one with the real MLflow tracking server and client (model registry tests), from
+#    test/peers/mlflow-requirements.txt.
 # Installs Debian packages with apt-get when running as root (CI, a fresh gateway image);
 # otherwise says exactly what to install and fails, rather than letting tests skip.
 set -euo pipefail
@@ -32,13 +34,28 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-# Python peers: re-installed only when the requirements file changes.
-venv="${VIGIL_PEERS_VENV:-$HOME/.cache/vigil/venv-peers}"
-stamp="$venv/.requirements.sha256"
-want="$(sha256sum "$here/peers/requirements.txt" | cut -d' ' -f1)"
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "test/provision.sh: preparing the Python peers in $venv (asyncua)" >&2
+# Python virtual environments outside the clone, each re-installed only when its requirements
+# file changes (a sha256 stamp inside the environment).
+provision_venv() {
+  local venv="$1" requirements="$2" what="$3"
+  local stamp="$venv/.requirements.sha256" want
+  want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  echo "test/provision.sh: preparing $what in $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/peers/requirements.txt"
+  if ! "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"; then
+    rm -f "$stamp"
+    echo "test/provision.sh: pip could not install $requirements into $venv (see pip's message above)." >&2
+    echo "  The tests need PyPI (or a mirror set with PIP_INDEX_URL) once to install it; retry with:" >&2
+    echo "  $venv/bin/pip install -r $requirements" >&2
+    exit 1
+  fi
   echo "$want" >"$stamp"
-fi
+}
+
+# The independent protocol peers (asyncua).
+provision_venv "${VIGIL_PEERS_VENV:-$HOME/.cache/vigil/venv-peers}" "$here/peers/requirements.txt" \
+  'the Python peers (asyncua)'
+# The real MLflow server and client for the model registry tests (a fresh install takes minutes).
+provision_venv "${VIGIL_MLFLOW_VENV:-$HOME/.cache/vigil/venv-mlflow}" "$here/peers/mlflow-requirements.txt" \
+  'MLflow 3.17.2 (registry tests)'

@@ -5,6 +5,12 @@ import { runCommand } from './run.js';
 import { configCheckCommand, configDocsCommand, configSchemaCommand } from './config.js';
 import { modelsListCommand } from './models.js';
 
+interface ModelsCliOptions {
+  config: string;
+  url?: string;
+  json?: boolean;
+}
+
 /** Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or arguments. */
 const program = new Command('vigil')
   .description('Edge inference runtime for industrial gateways')
@@ -105,6 +111,41 @@ models
   .description('List model packages in a folder (default: the shipped models/)')
   .argument('[dir]', 'folder to search')
   .action(async (dir?: string) => modelsListCommand(dir));
+const rolloutCommand = (name: string, description: string) =>
+  models
+    .command(name)
+    .description(description)
+    .requiredOption('-c, --config <file>', "the daemon's config (registry, model store, HTTP address)")
+    .option('--url <url>', 'ops HTTP base URL of the running daemon (default from the config)')
+    .option('--json', 'print JSON');
+rolloutCommand(
+  'pull',
+  'Fetch the version the alias points at: the running daemon checks the registry now; without one, download (resuming), verify and install it here with a progress bar',
+)
+  .argument('[model]', 'configured model name (default: every model that follows the registry)')
+  .action(async (model: string | undefined, opts: ModelsCliOptions) => {
+    process.exitCode = await (await import('./models-rollout.js')).modelsPullCommand(model, opts);
+  });
+rolloutCommand('promote', 'Promote the version in shadow now, without waiting for its verdict')
+  .argument('<model>', 'configured model name')
+  .action(async (model: string, opts: ModelsCliOptions) => {
+    process.exitCode = await (
+      await import('./models-rollout.js')
+    ).modelsActionCommand('promote', model, opts);
+  });
+rolloutCommand('rollback', 'Go back to the version served before the current one')
+  .argument('<model>', 'configured model name')
+  .action(async (model: string, opts: ModelsCliOptions) => {
+    process.exitCode = await (
+      await import('./models-rollout.js')
+    ).modelsActionCommand('rollback', model, opts);
+  });
+rolloutCommand(
+  'status',
+  'Rollout state of every model that follows the registry: serving, candidate, shadow progress, last decision',
+).action(async (opts: ModelsCliOptions) => {
+  process.exitCode = await (await import('./models-rollout.js')).modelsStatusCommand(opts);
+});
 
 program
   .command('bench')

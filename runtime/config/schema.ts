@@ -5,6 +5,7 @@ import { ModbusRtuSource, SerialLineSource } from './sources/serial.js';
 import { OpcUaSource } from './sources/opcua.js';
 import { TELEMETRY_DEFAULTS, TelemetryConfig } from './sources/telemetry.js';
 import { UpstreamConfig } from './upstream.js';
+import { ModelRegistrySource, RegistryConfig, RolloutPolicy } from './registry.js';
 
 export { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
 export { TelemetryConfig } from './sources/telemetry.js';
@@ -78,6 +79,12 @@ export const ModelConfig = z.strictObject({
     .default({ threads: 1, xnnpack: true })
     .describe('Settings used when the package is a TFLite model'),
   warmupRuns: z.number().int().min(1).default(3).describe('Inferences run on load before the model is ready'),
+  registry: ModelRegistrySource.optional().describe(
+    'Follow a registered model in the registry (registry: section): new versions of its alias are downloaded, verified, tried in shadow and promoted; package is the version served until one is installed',
+  ),
+  rollout: RolloutPolicy.prefault({}).describe(
+    'How a new version is tried before it replaces the current one',
+  ),
 });
 export type ModelConfig = z.infer<typeof ModelConfig>;
 
@@ -300,6 +307,9 @@ export const VigilConfig = z
     upstream: UpstreamConfig.optional().describe(
       'Forwarding of stored alerts, results and readings to an upstream (cloud or plant) MQTT broker; absent: nothing is forwarded',
     ),
+    registry: RegistryConfig.optional().describe(
+      'The MLflow-compatible model registry that models with a registry: setting follow (docs/REGISTRY.md)',
+    ),
     shutdown: z
       .strictObject({
         timeoutSeconds: z
@@ -359,6 +369,13 @@ export function referenceIssues(raw: unknown): Array<{ path: string; message: st
         message: `no model named '${p.model}' (defined: ${list(models)})`,
       });
     }
+  }
+  for (const [mname, m] of Object.entries(models)) {
+    if (isObject(m) && m.registry !== undefined && raw.registry === undefined)
+      issues.push({
+        path: `models.${mname}.registry`,
+        message: 'follows a registered model, but there is no registry: section with the registry URL',
+      });
   }
   const ports = new Map<number, string>();
   const claim = (port: unknown, where: string) => {

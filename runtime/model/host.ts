@@ -1,39 +1,141 @@
-import type { Engine, EngineOptions } from '../engines/engine.js';
+import type { Engine, EngineOptions, TensorMap } from '../engines/engine.js';
 import { loadEngine } from '../engines/load.js';
 import type { WorkerEngine } from '../engines/worker-engine.js';
-import { VigilError, errorMessage } from '../errors.js';
+import { VigilError, errorMessage, type VigilErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ModelHealth } from '../ops/http.js';
 import type { Metrics } from '../ops/metrics.js';
+import { incompatibility } from '../rollout/compat.js';
+import { ShadowRunner, type LiveSink, type RolloutTap, type ShadowSink } from '../rollout/shadow.js';
 
 const RELOAD_FIRST_DELAY_MS = 1_000;
 const RELOAD_MAX_DELAY_MS = 60_000;
 
+/** Why a version could not become the candidate: the words of RolloutReason. */
+export type CandidateFailure = 'load_failed' | 'incompatible';
+
+/** A version that could not be loaded beside the current one, or that the pipelines cannot use. */
+export class CandidateError extends VigilError {
+  constructor(
+    readonly reason: CandidateFailure,
+    code: VigilErrorCode,
+    message: string,
+    options?: { cause?: unknown; detail?: Record<string, unknown> },
+  ) {
+    super(code, message, options);
+    this.name = 'CandidateError';
+  }
+}
+
+/**
+ * An engine as the host lends it to pipelines: it counts the inferences running on it, so that
+ * an engine replaced by a swap is closed only once they have finished (closing a worker rejects
+ * what it is still running).
+ */
+export class HostedEngine implements Engine {
+  private inFlight = 0;
+  private drained: (() => void) | undefined;
+  private retiring: Promise<void> | undefined;
+
+  constructor(
+    readonly inner: WorkerEngine,
+    /** The package folder it was loaded from. */
+    readonly packageDir: string,
+  ) {}
+
+  get manifest() {
+    return this.inner.manifest;
+  }
+  get backend() {
+    return this.inner.backend;
+  }
+  get provider() {
+    return this.inner.provider;
+  }
+  /** Inferences running on it now. */
+  get running(): number {
+    return this.inFlight;
+  }
+  /** Set when its worker crashed or hung: it must be replaced. */
+  get failure(): VigilError | undefined {
+    return this.inner.failure;
+  }
+
+  async run(inputs: TensorMap): Promise<TensorMap> {
+    this.inFlight++;
+    try {
+      return await this.inner.run(inputs);
+    } finally {
+      this.inFlight--;
+      if (this.inFlight === 0) this.drained?.();
+    }
+  }
+
+  /** Closes the engine once every inference already started on it has finished. */
+  retire(): Promise<void> {
+    this.retiring ??= (async () => {
+      if (this.inFlight > 0) await new Promise<void>((r) => (this.drained = r));
+      await this.inner.close();
+    })();
+    return this.retiring;
+  }
+
+  close(): Promise<void> {
+    return this.retire();
+  }
+}
+
 /**
  * One configured model and the engine serving it: loads it, reports why it is not serving when
  * it is not, and replaces an engine whose worker failed. Pipelines ask it for the engine to use
- * at each frame, so a reload (and later a rollout) never needs a pipeline restart.
+ * at each input, so a reload or a new version never needs a pipeline restart.
+ *
+ * For a rollout it also holds a candidate: another version loaded and warmed up beside the
+ * current one, scored in shadow on the same inputs (shadow()), then either swapped in
+ * atomically (promoteCandidate) or dropped. rollbackTo() loads an earlier version and swaps it
+ * in the same way. A swap is one assignment: the next current() returns the new engine, and the
+ * old one is closed once the inferences already running on it are done.
  */
-export class ModelHost {
-  private engine: WorkerEngine | undefined;
+export class ModelHost implements RolloutTap {
+  private active: HostedEngine | undefined;
+  private activeDir: string;
+  private cand: { engine: HostedEngine; label: string } | undefined;
+  private shadowRunner: ShadowRunner | undefined;
+  private liveSink: LiveSink | undefined;
   /** Why the model is not serving, when it is not. */
   private error: { code: string; message: string } | undefined;
   private restarts = 0;
   /** A reload after an engine failure, while under way; close() waits for it. */
   private reloading: Promise<void> | undefined;
+  /** Bumped by every swap, so that a reload started before it does not undo it. */
+  private generation = 0;
+  /** Engines being closed after a swap; close() waits for them. */
+  private readonly retiring = new Set<Promise<void>>();
   private closed = false;
 
   constructor(
     readonly name: string,
-    readonly packageDir: string,
+    packageDir: string,
     private readonly options: EngineOptions,
     private readonly metrics: Metrics,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.activeDir = packageDir;
+  }
+
+  /** Folder of the version serving now (or to be served, while it is not loaded). */
+  get packageDir(): string {
+    return this.activeDir;
+  }
+
+  /** The worker engine of the version serving now (supervision and tests reach it). */
+  private get engine(): WorkerEngine | undefined {
+    return this.active?.inner;
+  }
 
   /** The engine to run now, or undefined while the model is unavailable (even before supervision notices). */
   current(): Engine | undefined {
-    return this.engine?.failure ? undefined : this.engine;
+    return this.active?.failure ? undefined : this.active;
   }
 
   /**
@@ -42,32 +144,27 @@ export class ModelHost {
    * serving. Resolves true when the model serves.
    */
   async load(): Promise<boolean> {
+    const generation = this.generation;
+    const dir = this.activeDir;
     try {
-      const engine = await loadEngine(this.packageDir, this.options, this.log);
-      if (this.closed) {
-        // close() came while this load was under way: nobody else would close this engine.
+      const engine = await loadEngine(dir, this.options, this.log);
+      if (this.closed || generation !== this.generation) {
+        // close() or a swap came while this load was under way: nobody else would close this engine.
         await engine.close().catch(() => undefined);
-        return false;
+        return !this.closed;
       }
-      this.engine = engine;
+      this.active = new HostedEngine(engine, dir);
       this.error = undefined;
-      const m = engine.manifest;
-      this.metrics.modelInfo.set(
-        { model: m.name, version: m.version, backend: engine.backend, provider: engine.provider },
-        1,
-      );
-      this.metrics.modelReady.set({ model: this.name }, 1);
+      this.announce(engine);
       return true;
     } catch (err) {
+      if (generation !== this.generation) return true;
       const code = err instanceof VigilError ? err.code : 'VIGIL_ERR_MODEL_LOAD';
-      this.engine = undefined;
+      this.active = undefined;
       this.error = { code, message: errorMessage(err) };
       this.metrics.modelReady.set({ model: this.name }, 0);
       this.metrics.modelLoadErrors.inc({ model: this.name, code });
-      this.log.error(
-        { package: this.packageDir, code },
-        `model ${this.name} is not serving: ${errorMessage(err)}`,
-      );
+      this.log.error({ package: dir, code }, `model ${this.name} is not serving: ${errorMessage(err)}`);
       return false;
     }
   }
@@ -77,10 +174,10 @@ export class ModelHost {
    * back-off between attempts, so that the gateway heals without an outside supervisor.
    */
   supervise(): void {
-    const failure = this.engine?.failure;
+    const failure = this.active?.failure;
     if (!failure || this.reloading || this.closed) return;
-    const dead = this.engine!;
-    this.engine = undefined;
+    const dead = this.active!;
+    this.active = undefined;
     this.error = { code: failure.code, message: failure.message };
     this.metrics.modelReady.set({ model: this.name }, 0);
     this.metrics.modelRestarts.inc({ model: this.name });
@@ -88,10 +185,11 @@ export class ModelHost {
       { code: failure.code },
       `model ${this.name} engine failed (${failure.message}); reloading it`,
     );
+    const generation = this.generation;
     this.reloading = (async () => {
-      await dead.close().catch(() => undefined);
+      await dead.inner.close().catch(() => undefined);
       let delay = RELOAD_FIRST_DELAY_MS;
-      while (!this.closed && !(await this.load())) {
+      while (!this.closed && generation === this.generation && !(await this.load())) {
         await new Promise((r) => setTimeout(r, delay).unref());
         delay = Math.min(delay * 2, RELOAD_MAX_DELAY_MS);
       }
@@ -100,11 +198,186 @@ export class ModelHost {
     })();
   }
 
-  health(): ModelHealth & { restarts: number } {
-    const e = this.engine;
+  /**
+   * Loads and warms up another version beside the current one, off the hot path: the current
+   * engine keeps serving meanwhile. A candidate already there is dropped first. Throws a
+   * CandidateError: 'load_failed' when the package does not verify or load, 'incompatible' when
+   * the pipelines could not use it in place of the current version (another kind of model, other
+   * inputs or labels).
+   */
+  async loadCandidate(packageDir: string, label: string): Promise<Engine> {
+    if (this.closed) throw new VigilError('VIGIL_ERR_MODEL_LOAD', `model ${this.name} is shutting down`);
+    await this.dropCandidate();
+    let engine: WorkerEngine;
+    try {
+      engine = await loadEngine(packageDir, this.options, this.log);
+    } catch (err) {
+      const code = err instanceof VigilError ? err.code : 'VIGIL_ERR_MODEL_LOAD';
+      throw new CandidateError(
+        'load_failed',
+        code,
+        `model ${this.name}: version ${label} in ${packageDir} could not be loaded: ${errorMessage(err)}`,
+        { cause: err, detail: { package: packageDir } },
+      );
+    }
+    const current = this.active?.manifest;
+    const why = current ? incompatibility(current, engine.manifest) : undefined;
+    if (why || this.closed) {
+      await engine.close().catch(() => undefined);
+      if (this.closed) throw new VigilError('VIGIL_ERR_MODEL_LOAD', `model ${this.name} is shutting down`);
+      throw new CandidateError(
+        'incompatible',
+        'VIGIL_ERR_MODEL_IO_MISMATCH',
+        `model ${this.name}: version ${label} in ${packageDir} cannot replace ${current!.name}@${current!.version}: ${why}. ` +
+          'Register a version with the same inputs and labels, or change the pipelines first.',
+        { detail: { package: packageDir } },
+      );
+    }
+    const hosted = new HostedEngine(engine, packageDir);
+    this.cand = { engine: hosted, label };
+    return hosted;
+  }
+
+  /** The version loaded beside the current one, if any. */
+  candidate(): { engine: Engine; packageDir: string; label: string } | undefined {
+    const c = this.cand;
+    return c ? { engine: c.engine, packageDir: c.engine.packageDir, label: c.label } : undefined;
+  }
+
+  /** Starts scoring the candidate on live inputs; results go to `sink`, never to the live path. */
+  startShadow(sink: ShadowSink, maxInFlight = 1): void {
+    if (!this.cand)
+      throw new VigilError('VIGIL_ERR_ROLLOUT', `model ${this.name} has no candidate to shadow`);
+    this.shadowRunner = new ShadowRunner(this.cand.engine, sink, this.log, maxInFlight);
+  }
+
+  stopShadow(): void {
+    this.shadowRunner = undefined;
+  }
+
+  /** RolloutTap: the candidate in shadow, for the pipelines. */
+  shadow(): ShadowRunner | undefined {
+    return this.shadowRunner;
+  }
+
+  /** Tells `sink` about every live input from now on (after a promotion); undefined stops it. */
+  watch(sink: LiveSink | undefined): void {
+    this.liveSink = sink;
+  }
+
+  /** RolloutTap: the watcher of a promotion, for the pipelines. */
+  live(): LiveSink | undefined {
+    return this.liveSink;
+  }
+
+  /**
+   * Makes the candidate the serving version: the next current() returns it. The old engine is
+   * closed once the inferences running on it are done; the promise resolves then. Throws when
+   * there is no candidate, or a CandidateError('load_failed') when its worker has died.
+   */
+  async promoteCandidate(): Promise<void> {
+    const c = this.cand;
+    if (!c) throw new VigilError('VIGIL_ERR_ROLLOUT', `model ${this.name} has no candidate to promote`);
+    this.cand = undefined;
+    this.shadowRunner = undefined;
+    if (c.engine.failure) {
+      void this.retire(c.engine);
+      throw new CandidateError(
+        'load_failed',
+        c.engine.failure.code,
+        `model ${this.name}: version ${c.label} cannot be promoted: ${c.engine.failure.message}`,
+      );
+    }
+    await this.swap(c.engine);
+  }
+
+  /** Closes the candidate (after the shadow inferences running on it) and stops the shadow. */
+  async dropCandidate(): Promise<void> {
+    const c = this.cand;
+    this.cand = undefined;
+    this.shadowRunner = undefined;
+    if (c) await this.retire(c.engine);
+  }
+
+  /**
+   * Loads an earlier version and swaps it in the same way as a promotion. On a load failure
+   * (CandidateError 'load_failed') the version serving now stays.
+   */
+  async rollbackTo(packageDir: string): Promise<void> {
+    let engine: WorkerEngine;
+    try {
+      engine = await loadEngine(packageDir, this.options, this.log);
+    } catch (err) {
+      const code = err instanceof VigilError ? err.code : 'VIGIL_ERR_MODEL_LOAD';
+      throw new CandidateError(
+        'load_failed',
+        code,
+        `model ${this.name}: the earlier version in ${packageDir} could not be loaded: ${errorMessage(err)}`,
+        { cause: err, detail: { package: packageDir } },
+      );
+    }
+    if (this.closed) {
+      await engine.close().catch(() => undefined);
+      return;
+    }
+    await this.swap(new HostedEngine(engine, packageDir));
+  }
+
+  /** The atomic part of a promotion or rollback: one assignment, then the old engine retires. */
+  private async swap(next: HostedEngine): Promise<void> {
+    const old = this.active;
+    this.generation++;
+    this.active = next;
+    this.activeDir = next.packageDir;
+    this.error = undefined;
+    if (old) {
+      const m = old.manifest;
+      this.metrics.modelInfo.remove({
+        model: m.name,
+        version: m.version,
+        backend: old.backend,
+        provider: old.provider,
+      });
+    }
+    this.announce(next.inner);
+    this.log.info(
+      {
+        from: old?.manifest.version,
+        to: next.manifest.version,
+        package: next.packageDir,
+      },
+      `model ${this.name} now serves ${next.manifest.name}@${next.manifest.version}${old ? ` (was ${old.manifest.version})` : ''}`,
+    );
+    if (old) await this.retire(old);
+  }
+
+  private retire(engine: HostedEngine): Promise<void> {
+    const p = engine.retire().catch((err: unknown) => {
+      this.log.warn({ err: errorMessage(err) }, `model ${this.name}: closing a replaced engine failed`);
+    });
+    this.retiring.add(p);
+    void p.finally(() => this.retiring.delete(p));
+    return p;
+  }
+
+  private announce(engine: WorkerEngine): void {
+    const m = engine.manifest;
+    this.metrics.modelInfo.set(
+      { model: m.name, version: m.version, backend: engine.backend, provider: engine.provider },
+      1,
+    );
+    this.metrics.modelReady.set({ model: this.name }, 1);
+  }
+
+  health(): ModelHealth & {
+    restarts: number;
+    candidate?: { package: string; label: string; version: string; backend: string; provider: string };
+  } {
+    const e = this.active;
+    const c = this.cand;
     return {
       name: this.name,
-      package: this.packageDir,
+      package: this.activeDir,
       model: e?.manifest.name,
       version: e?.manifest.version,
       backend: e?.backend,
@@ -112,15 +385,32 @@ export class ModelHost {
       ready: e !== undefined && !e.failure,
       error: this.error,
       restarts: this.restarts,
+      ...(c
+        ? {
+            candidate: {
+              package: c.engine.packageDir,
+              label: c.label,
+              version: c.engine.manifest.version,
+              backend: c.engine.backend,
+              provider: c.engine.provider,
+            },
+          }
+        : {}),
     };
   }
 
-  /** Stops reloading and closes the engine; the caller bounds how long it may take. */
+  /** Stops reloading and closes the engines; the caller bounds how long it may take. */
   async close(): Promise<void> {
     this.closed = true;
+    this.shadowRunner = undefined;
+    this.liveSink = undefined;
     if (this.reloading) await this.reloading;
-    const engine = this.engine;
-    this.engine = undefined;
-    if (engine) await engine.close();
+    const serving = this.engine;
+    this.active = undefined;
+    const c = this.cand;
+    this.cand = undefined;
+    await Promise.all([...this.retiring]);
+    if (c) await c.engine.retire().catch(() => undefined);
+    if (serving) await serving.close();
   }
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { readFile, readdir, realpath } from 'node:fs/promises';
+import { lstat, readFile, readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { ManifestError, VigilError, errorMessage, type Issue } from '../errors.js';
 import { zodIssues } from '../validation.js';
@@ -42,6 +42,7 @@ export async function loadModelPackage(dir: string): Promise<ModelPackage> {
   if (consistency.length > 0) throw new ManifestError(where, consistency);
 
   const realRoot = await realpath(root);
+  await checkOwnFiles(root);
   for (const [name, expected] of Object.entries(manifest.files)) {
     const file = path.join(root, name);
     let real: string;
@@ -62,6 +63,15 @@ export async function loadModelPackage(dir: string): Promise<ModelPackage> {
           message: `resolves to ${real}, outside the package folder (symbolic link?)`,
         },
       ]);
+    }
+    // A listed folder, FIFO or device is no model file, and reading a FIFO would never end.
+    if (!(await stat(real)).isFile()) {
+      throw new VigilError(
+        'VIGIL_ERR_MODEL_FILE_MISMATCH',
+        `model package ${root}: '${name}' listed in vigil.json is not a regular file. ` +
+          'The package is damaged or was altered; pull or rebuild it.',
+        { detail: { package: root, file: name } },
+      );
     }
     const actual = await sha256File(real);
     if (actual !== expected) {
@@ -87,6 +97,30 @@ export async function loadModelPackage(dir: string): Promise<ModelPackage> {
   }
 
   return { dir: root, manifest, modelPath: path.join(root, manifest.file) };
+}
+
+/**
+ * vigil.json and vigil.json.sig are plain files of the package itself: a link could make the
+ * manifest that was checked (or signed) differ from the one an engine later reads.
+ */
+async function checkOwnFiles(root: string): Promise<void> {
+  for (const name of [MANIFEST_FILE, SIGNATURE_FILE]) {
+    let st;
+    try {
+      st = await lstat(path.join(root, name));
+    } catch (err) {
+      if (name === SIGNATURE_FILE && (err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    if (!st.isFile()) {
+      throw new VigilError(
+        'VIGIL_ERR_MODEL_FILE_MISMATCH',
+        `model package ${root}: ${name} is ${st.isSymbolicLink() ? 'a symbolic link' : 'not a regular file'}. ` +
+          `A package's ${name} is a plain file inside its folder; pull or rebuild the package.`,
+        { detail: { package: root, file: name } },
+      );
+    }
+  }
 }
 
 /**

@@ -51,7 +51,16 @@ export interface ApiHandlers {
   status(): unknown;
   /** Most recent alerts, newest first, at most `limit`. */
   alerts(limit: number): unknown[] | Promise<unknown[]>;
+  /**
+   * POST /api/v1/models/<name>/<action>: promote the candidate now, roll back to the previous
+   * version, or check the registry now. Resolves with the HTTP status and a JSON body; absent
+   * when the daemon has no rollout (404).
+   */
+  modelAction?(model: string, action: ModelAction): Promise<{ status: number; body: unknown }>;
 }
+
+export type ModelAction = 'promote' | 'rollback' | 'check';
+const MODEL_ACTIONS: readonly ModelAction[] = ['promote', 'rollback', 'check'];
 
 export interface OpsServerOptions {
   host: string;
@@ -167,6 +176,21 @@ function routes(app: FastifyInstance, options: OpsServerOptions): void {
       return { error: `limit must be a whole number from 1 to ${MAX_ALERT_LIMIT}` };
     }
     return { alerts: await api.alerts(limit) };
+  });
+
+  app.post('/api/v1/models/:name/:action', async (request, reply) => {
+    const { name, action } = request.params as { name: string; action: string };
+    if (!MODEL_ACTIONS.includes(action as ModelAction)) {
+      reply.code(404);
+      return { error: `unknown action '${action}': use ${MODEL_ACTIONS.join(', ')}` };
+    }
+    if (!api.modelAction) {
+      reply.code(404);
+      return { error: 'this daemon follows no model registry (no registry: section in its config)' };
+    }
+    const outcome = await api.modelAction(name, action as ModelAction);
+    reply.code(outcome.status);
+    return outcome.body;
   });
 
   app.get('/', async (_request, reply) => {

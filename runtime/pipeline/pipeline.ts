@@ -1,19 +1,21 @@
 import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import { v7 as uuidv7 } from 'uuid';
-import type { Engine } from '../engines/engine.js';
+import type { Engine, TensorMap } from '../engines/engine.js';
 import { VigilError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { isImageManifest } from '../model/manifest.js';
+import { isImageManifest, type ImageManifest } from '../model/manifest.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { PipelineConfig } from '../config/schema.js';
 import { LatencyRecorder, type LatencySummary } from './latency.js';
-import { classify } from './postprocess.js';
+import { classify, type Classification } from './postprocess.js';
 import { decodeAndResize, normalize } from './preprocess.js';
 import type { Alert, Result, Severity, StageTimings } from './result.js';
 import type { FrameSample } from './sample.js';
 import { FrameScheduler, type DropReason } from './scheduler.js';
 import { AlertDelivery } from './alert-delivery.js';
+import { adaptInput, incompatibility } from '../rollout/compat.js';
+import { hasNonFinite, observeLive, type LiveObservation, type RolloutTap } from '../rollout/shadow.js';
 
 /** Where results and alerts are kept; written before anything is published. */
 export interface ResultSink {
@@ -51,6 +53,12 @@ export interface PipelineContext {
   /** Told about every stored result and alert (live lines in `vigil simulate`, the report). */
   onResult?: (result: Result, alert: Alert | undefined) => void;
   onAlertPublished?: (alert: Alert, latencyMs: number) => void;
+  /**
+   * The model's rollout (its ModelHost): a new version in shadow is run on each frame's tensor
+   * after the frame's own result is stored, and live outcomes are reported while a promotion is
+   * watched. Absent: no rollout.
+   */
+  rollout?: RolloutTap | undefined;
 }
 
 export interface PipelineStats {
@@ -152,6 +160,12 @@ export class Pipeline {
       { pipeline: this.ctx.name, sampleId: sample.id, origin: sample.origin, reason },
       'frame dropped',
     );
+    // A frame that could not make its deadline counts against the version serving now.
+    if (reason === 'deadline') this.live('dropped', this.ctx.engine()?.manifest.version, true);
+  }
+
+  private live(outcome: LiveObservation['outcome'], version: string | undefined, overBudget: boolean): void {
+    observeLive(this.ctx.rollout, { pipeline: this.ctx.name, version, outcome, overBudget }, this.ctx.log);
   }
 
   /**
@@ -188,21 +202,22 @@ export class Pipeline {
 
   private async process(sample: FrameSample): Promise<void> {
     const { ctx } = this;
-    const engine = ctx.engine();
+    let engine = ctx.engine();
     if (!engine) {
       this.drop(sample, 'model_unavailable');
+      this.live('unavailable', undefined, false);
       return;
     }
-    const m = engine.manifest;
-    if (!isImageManifest(m)) {
+    const loaded = engine.manifest;
+    if (!isImageManifest(loaded)) {
       // A telemetry model cannot score frames; the daemon refuses such a config, but a model
       // replaced under a running pipeline could still be one.
       this.drop(sample, 'model_unavailable');
       if (!this.wrongModelLogged) {
         this.wrongModelLogged = true;
         ctx.log.error(
-          { pipeline: ctx.name, model: m.name, version: m.version },
-          `pipeline ${ctx.name} reads frames but model ${m.name}@${m.version} is not an image model; its frames are dropped`,
+          { pipeline: ctx.name, model: loaded.name, version: loaded.version },
+          `pipeline ${ctx.name} reads frames but model ${loaded.name}@${loaded.version} is not an image model; its frames are dropped`,
         );
       }
       return;
@@ -216,7 +231,9 @@ export class Pipeline {
       postprocess: 0,
       store: 0,
     };
-    const input = m.inputs[0]!;
+    let m: ImageManifest = loaded;
+    let input = m.inputs[0]!;
+    let data: Float32Array | undefined;
     let outputs;
     let t = start;
     try {
@@ -224,7 +241,7 @@ export class Pipeline {
       let now = performance.now();
       stages.decode = now - t;
       t = now;
-      const data = normalize(image, m.preprocessing, input.layout === 'NCHW' ? 'NCHW' : 'NHWC');
+      data = normalize(image, m.preprocessing, input.layout === 'NCHW' ? 'NCHW' : 'NHWC');
       now = performance.now();
       stages.preprocess = now - t;
       t = now;
@@ -234,7 +251,18 @@ export class Pipeline {
           const turn = performance.now();
           stages.queue += turn - t;
           t = turn;
-          return engine.run({ [input.name]: { dtype: 'float32', shape: input.shape, data } });
+          // A new version swapped in while this frame was decoded serves it: the old engine is
+          // being closed, and the new one takes the same tensor (a swap needs compatible inputs).
+          const live = ctx.engine();
+          if (live && live !== engine && isImageManifest(live.manifest)) {
+            if (!incompatibility(m, live.manifest)) {
+              data = adaptInput(m, live.manifest, data!);
+              engine = live;
+              m = live.manifest;
+              input = m.inputs[0]!;
+            }
+          }
+          return engine!.run({ [input.name]: { dtype: 'float32', shape: input.shape, data: data! } });
         });
       } catch (err) {
         throw err instanceof VigilError
@@ -255,6 +283,7 @@ export class Pipeline {
         );
       } else {
         this.drop(sample, 'inference_error');
+        this.live('error', m.version, false);
         ctx.log.error(
           {
             pipeline: ctx.name,
@@ -275,6 +304,7 @@ export class Pipeline {
       cls = classify(outputs, m.postprocessing);
     } catch (err) {
       this.drop(sample, 'inference_error');
+      this.live(hasNonFinite(outputs) ? 'nan' : 'error', m.version, false);
       ctx.log.error(
         { pipeline: ctx.name, sampleId: sample.id, err: errorMessage(err) },
         'model output unusable',
@@ -347,6 +377,8 @@ export class Pipeline {
     now = performance.now();
     stages.store = now - t;
     const e2e = now - sample.arrivedAt;
+    this.live('ok', m.version, e2e > ctx.config.budgetMs);
+    this.shadow(m, data!, outputs, cls, threshold, stages.inference);
     this.scheduler.observeService(now - start, now);
     this.stats.processed++;
     ctx.metrics.processed.inc({ pipeline: ctx.name });
@@ -369,6 +401,39 @@ export class Pipeline {
       ctx.metrics.alerts.inc({ pipeline: ctx.name, kind: alert.kind });
       this.publish(alert, sample.arrivedAt);
     }
+  }
+
+  /**
+   * Hands the frame's tensor to the version in shadow, if any, once this frame's own result is
+   * stored: the candidate runs beside the next frames and never delays them.
+   */
+  private shadow(
+    m: ImageManifest,
+    data: Float32Array,
+    outputs: TensorMap,
+    cls: Classification,
+    threshold: number,
+    inferenceMs: number,
+  ): void {
+    const runner = this.ctx.rollout?.shadow();
+    if (!runner) return;
+    const override = this.ctx.config.threshold;
+    runner.offer({
+      pipeline: this.ctx.name,
+      kind: 'image',
+      manifest: m,
+      data,
+      current: { label: cls.label, score: cls.score, alert: cls.score >= threshold, outputs, inferenceMs },
+      interpret(out, cm) {
+        if (!isImageManifest(cm)) throw new Error(`version ${cm.version} is not an image model`);
+        const c = classify(out, cm.postprocessing);
+        return {
+          label: c.label,
+          score: c.score,
+          alert: c.score >= (override ?? cm.postprocessing.threshold),
+        };
+      },
+    });
   }
 
   /** Publishes without holding up the next frame; the store already has the alert. */

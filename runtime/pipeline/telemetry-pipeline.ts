@@ -15,6 +15,7 @@ import type { AlertPublisher, ResultSink } from './pipeline.js';
 import type { Alert, Result, Severity, StageTimings, TelemetryDetails } from './result.js';
 import { scoreTelemetry, type TelemetryScore } from './telemetry-postprocess.js';
 import { AlertDelivery } from './alert-delivery.js';
+import { hasNonFinite, observeLive, type LiveObservation, type RolloutTap } from '../rollout/shadow.js';
 
 export interface TelemetryPipelineContext {
   name: string;
@@ -29,6 +30,11 @@ export interface TelemetryPipelineContext {
   /** Told about every stored result and alert (replay output, live lines, the simulate report). */
   onResult?: ((result: Result, alert: Alert | undefined) => void) | undefined;
   onAlertPublished?: ((alert: Alert, latencyMs: number) => void) | undefined;
+  /**
+   * The model's rollout (its ModelHost): a new version in shadow scores each window after the
+   * window's own result is stored, and live outcomes are reported while a promotion is watched.
+   */
+  rollout?: RolloutTap | undefined;
 }
 
 /** Why a due window was not scored: the windower's reasons and the pipeline's own. */
@@ -290,6 +296,7 @@ export class TelemetryPipeline {
     const m = engine?.manifest;
     // The model in use must be the one whose settings this pipeline runs, and read windows cut
     // the way this one was (a new version may read other tags).
+    if (!engine) this.live('unavailable', undefined, false);
     if (
       !engine ||
       !setup ||
@@ -311,7 +318,7 @@ export class TelemetryPipeline {
       postprocess: 0,
       store: 0,
     };
-    let outputs: TensorMap;
+    let outputs: TensorMap | undefined;
     let scored: TelemetryScore;
     try {
       outputs = await engine.run({
@@ -321,6 +328,7 @@ export class TelemetryPipeline {
       scored = scoreTelemetry(outputs, tm.postprocessing);
     } catch (err) {
       this.skip('inference_error', 1);
+      this.live(outputs && hasNonFinite(outputs) ? 'nan' : 'error', tm.version, false);
       const code = err instanceof VigilError ? err.code : 'VIGIL_ERR_INFERENCE';
       ctx.log.error(
         {
@@ -402,6 +410,8 @@ export class TelemetryPipeline {
     const now = performance.now();
     stages.store = now - t;
     const total = now - p.readyAt;
+    this.live('ok', tm.version, total > ctx.config.budgetMs);
+    this.shadow(tm, window.tensor, outputs, scored, alertCfg, stages.inference);
     this.stats.scored++;
     ctx.metrics.windowsScored.inc({ pipeline: ctx.name });
     this.latency.add(total);
@@ -410,6 +420,53 @@ export class TelemetryPipeline {
     if (alert) this.afterAlert(alert, transition!);
     ctx.onResult?.(result, alert);
     if (alert) this.publish(alert, p.readyAt);
+  }
+
+  private live(outcome: LiveObservation['outcome'], version: string | undefined, overBudget: boolean): void {
+    observeLive(this.ctx.rollout, { pipeline: this.ctx.name, version, outcome, overBudget }, this.ctx.log);
+  }
+
+  /**
+   * Hands the window to the version in shadow, if any, once the window's own result is stored:
+   * the candidate runs beside the next windows and never delays them. Agreement for telemetry is
+   * the same alert decision on this window alone (past alert.raise or not).
+   */
+  private shadow(
+    tm: TelemetryManifest,
+    tensor: Float32Array,
+    outputs: TensorMap,
+    scored: TelemetryScore,
+    alertCfg: AlertHysteresis,
+    inferenceMs: number,
+  ): void {
+    const runner = this.ctx.rollout?.shadow();
+    if (!runner) return;
+    const cfg = this.ctx.config;
+    const where = `pipelines.${this.ctx.name}`;
+    runner.offer({
+      pipeline: this.ctx.name,
+      kind: 'telemetry',
+      manifest: tm,
+      data: tensor,
+      current: {
+        label: scored.label,
+        score: scored.score,
+        alert: past(scored.score, alertCfg),
+        outputs,
+        inferenceMs,
+      },
+      interpret(out, cm) {
+        if (!isTelemetryManifest(cm)) throw new Error(`version ${cm.version} is not a telemetry model`);
+        const s = scoreTelemetry(out, cm.postprocessing);
+        let alert: AlertHysteresis;
+        try {
+          alert = effectiveHysteresis(cm.postprocessing.alert, cfg, where);
+        } catch {
+          alert = cm.postprocessing.alert;
+        }
+        return { label: s.label, score: s.score, alert: past(s.score, alert) };
+      },
+    });
   }
 
   private alertFor(
@@ -520,6 +577,11 @@ export class TelemetryPipeline {
     this.skip('shutdown', waiting);
     await this.idle();
   }
+}
+
+/** Whether a score alone is past the alert's raise level. */
+function past(score: number, alert: AlertHysteresis): boolean {
+  return alert.direction === 'above' ? score >= alert.raise : score <= alert.raise;
 }
 
 /** The tags deviating most from the training data at the window's last step, largest |z| first. */

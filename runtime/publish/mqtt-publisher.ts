@@ -222,6 +222,19 @@ export class MqttPublisher {
     }
   }
 
+  /**
+   * Publishes a model's rollout event, retained (QoS 1), so that a subscriber arriving later sees
+   * the latest decision. False while disconnected: the event is in the log and the status.
+   */
+  async publishRolloutEvent(model: string, event: unknown): Promise<boolean> {
+    if (!this.connected() || !this.client) return false;
+    await this.publishAcked(this.client, this.topics.rollout(model), JSON.stringify(event), {
+      qos: 1,
+      retain: true,
+    });
+    return true;
+  }
+
   /** Publishes the retained "online" status with these extra fields. False while disconnected. */
   async publishStatus(extra: Record<string, unknown> = {}): Promise<boolean> {
     if (!this.connected() || !this.client) return false;

@@ -3,6 +3,7 @@
  *   <prefix>/<device>/alerts/<kind>      QoS 1, not retained
  *   <prefix>/<device>/status             QoS 1, retained; last will "offline"
  *   <prefix>/<device>/results/<pipeline> optional stream of every result
+ *   <prefix>/<device>/rollout/<model>    QoS 1, retained: the model's latest rollout event
  */
 
 /** One topic level: '/', '+', '#' and NUL would change the topic's structure, so they become '_'. */
@@ -15,6 +16,7 @@ export interface Topics {
   alert(kind: string): string;
   status: string;
   result(pipeline: string): string;
+  rollout(model: string): string;
 }
 
 export function topicsFor(prefix: string, deviceId: string): Topics {
@@ -23,5 +25,6 @@ export function topicsFor(prefix: string, deviceId: string): Topics {
     alert: (kind) => `${base}/alerts/${topicLevel(kind)}`,
     status: `${base}/status`,
     result: (pipeline) => `${base}/results/${topicLevel(pipeline)}`,
+    rollout: (model) => `${base}/rollout/${topicLevel(model)}`,
   };
 }
