@@ -131,7 +131,7 @@ export class Daemon {
       const options: EngineOptions = { onnx: mc.onnx, tflite: mc.tflite, warmupRuns: mc.warmupRuns };
       const host = new ModelHost(
         name,
-        this.rollouts?.packageFor(name) ?? resolvePath(this.loaded, mc.package),
+        (await this.rollouts?.packageFor(name)) ?? resolvePath(this.loaded, mc.package),
         options,
         this.metrics,
         log.child({ model: name }),
@@ -239,7 +239,7 @@ export class Daemon {
         const budgets = Object.values(config.pipelines)
           .filter((pc) => pc.model === name)
           .map((pc) => pc.budgetMs);
-        this.rollouts.attach(name, host, Math.min(...budgets, 100), (event) => {
+        this.rollouts.attach(name, host, budgets.length > 0 ? Math.min(...budgets) : 100, (event) => {
           this.publisher?.publishRolloutEvent(name, event).catch((err: unknown) => {
             log.warn({ model: name, err: errorMessage(err) }, 'rollout event not published on MQTT');
           });

@@ -9,6 +9,7 @@ interface ModelsCliOptions {
   config: string;
   url?: string;
   json?: boolean;
+  retry?: boolean;
 }
 
 /** Exit codes: 0 ok, 1 runtime failure, 2 invalid configuration or arguments. */
@@ -123,6 +124,7 @@ rolloutCommand(
   'Fetch the version the alias points at: the running daemon checks the registry now; without one, download (resuming), verify and install it here with a progress bar',
 )
   .argument('[model]', 'configured model name (default: every model that follows the registry)')
+  .option('--retry', 'try again a version this gateway refused before')
   .action(async (model: string | undefined, opts: ModelsCliOptions) => {
     process.exitCode = await (await import('./models-rollout.js')).modelsPullCommand(model, opts);
   });

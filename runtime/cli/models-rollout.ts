@@ -7,6 +7,7 @@ import { loadPublicKeys } from '../model/signature.js';
 import { ModelStore } from '../modelstore/store.js';
 import { verifyPackage } from '../modelstore/verify.js';
 import { MlflowRegistryClient } from '../registry/mlflow.js';
+import { storeOwner } from '../rollout/ota.js';
 
 /**
  * `vigil models pull | promote | rollback | status`: the rollout from a terminal. promote and
@@ -20,6 +21,8 @@ export interface ModelsCommandOptions {
   config: string;
   url?: string;
   json?: boolean;
+  /** pull: clear a refusal of the version and try it again. */
+  retry?: boolean;
 }
 
 type Say = (line: string) => void;
@@ -127,6 +130,13 @@ export async function modelsPullCommand(
     return code;
   }
 
+  const owner = storeOwner(resolvePath(loaded, registry.storeDir));
+  if (owner !== undefined) {
+    console.error(
+      `a Vigil daemon (pid ${owner}) owns the model store but does not answer at ${url}: pull through it (check http: in the config, or pass --url), or stop it first`,
+    );
+    return 1;
+  }
   const baseDir = path.dirname(loaded.file);
   const log = opts.json ? silentLogger() : createLogger({ level: 'warn' });
   const client = new MlflowRegistryClient(registry, { baseDir, log });
@@ -138,6 +148,15 @@ export async function modelsPullCommand(
     const alias = (group && source.aliasByGroup[group]) || source.alias;
     try {
       const info = await client.versionByAlias(source.name, alias);
+      const refused = store.rejection(m, info.version);
+      if (refused && !opts.retry) {
+        console.error(
+          `${m}: ${source.name}@${alias} is version ${info.version}, which this gateway refused (${refused.reason}); pass --retry to try it again`,
+        );
+        code = 1;
+        continue;
+      }
+      if (refused) await store.clearRejected(m, info.version);
       if (store.isInstalled(m, info.version)) {
         say(`${m}: ${source.name}@${alias} is version ${info.version}, already installed`);
         continue;
@@ -193,6 +212,13 @@ export async function modelsStatusCommand(opts: ModelsCommandOptions): Promise<n
   const registry = loaded.config.registry;
   if (!registry) {
     console.error(`no Vigil daemon answers at ${url}, and the config has no registry: section`);
+    return 1;
+  }
+  const owner = storeOwner(resolvePath(loaded, registry.storeDir));
+  if (owner !== undefined) {
+    console.error(
+      `a Vigil daemon (pid ${owner}) owns the model store but does not answer at ${url}; pass --url`,
+    );
     return 1;
   }
   const store = await ModelStore.open(resolvePath(loaded, registry.storeDir), silentLogger());

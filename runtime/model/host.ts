@@ -4,9 +4,16 @@ import type { WorkerEngine } from '../engines/worker-engine.js';
 import { VigilError, errorMessage, type VigilErrorCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ModelHealth } from '../ops/http.js';
+import type { Manifest } from './manifest.js';
 import type { Metrics } from '../ops/metrics.js';
 import { incompatibility } from '../rollout/compat.js';
-import { ShadowRunner, type LiveSink, type RolloutTap, type ShadowSink } from '../rollout/shadow.js';
+import {
+  ShadowRunner,
+  type CandidateCheck,
+  type LiveSink,
+  type RolloutTap,
+  type ShadowSink,
+} from '../rollout/shadow.js';
 
 const RELOAD_FIRST_DELAY_MS = 1_000;
 const RELOAD_MAX_DELAY_MS = 60_000;
@@ -24,6 +31,17 @@ export class CandidateError extends VigilError {
   ) {
     super(code, message, options);
     this.name = 'CandidateError';
+  }
+}
+
+/**
+ * The host is closing: a load or swap asked for now is not done. Not the version's fault, so a
+ * rollout treats it as a cancellation, never as a rejection.
+ */
+export class HostClosedError extends VigilError {
+  constructor(name: string) {
+    super('VIGIL_ERR_MODEL_LOAD', `model ${name} is shutting down`);
+    this.name = 'HostClosedError';
   }
 }
 
@@ -111,6 +129,12 @@ export class ModelHost implements RolloutTap {
   private generation = 0;
   /** Engines being closed after a swap; close() waits for them. */
   private readonly retiring = new Set<Promise<void>>();
+  /** The manifest of the version that served last (kept while a failed engine reloads). */
+  private lastServed: Manifest | undefined;
+  /** whenServing() callers, told when an engine serves again (or the host closes). */
+  private readonly servingWaiters = new Set<() => void>();
+  /** What the pipelines need of any version that is to replace the current one. */
+  private readonly checks = new Set<CandidateCheck>();
   private closed = false;
 
   constructor(
@@ -136,6 +160,43 @@ export class ModelHost implements RolloutTap {
   /** The engine to run now, or undefined while the model is unavailable (even before supervision notices). */
   current(): Engine | undefined {
     return this.active?.failure ? undefined : this.active;
+  }
+
+  /**
+   * Whether any version has served since the host started: when not, there is nothing to
+   * compare a new version with; when so, an undefined current() means a failed engine that is
+   * being (or is about to be) reloaded.
+   */
+  get everServed(): boolean {
+    return this.lastServed !== undefined;
+  }
+
+  /**
+   * Resolves true once an engine serves, false after `timeoutMs`, or at once when none ever
+   * served or the host is closing (nothing would bring one back).
+   */
+  async whenServing(timeoutMs: number): Promise<boolean> {
+    if (this.current()) return true;
+    if (this.closed || !this.lastServed) return false;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.servingWaiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.servingWaiters.add(done);
+    });
+    return this.current() !== undefined;
+  }
+
+  /**
+   * RolloutTap: a check every version must pass before it is tried or swapped in (a pipeline's
+   * own settings that a version may not work with). Returns the function that removes it.
+   */
+  addCandidateCheck(check: CandidateCheck): () => void {
+    this.checks.add(check);
+    return () => void this.checks.delete(check);
   }
 
   /**
@@ -206,33 +267,9 @@ export class ModelHost implements RolloutTap {
    * inputs or labels).
    */
   async loadCandidate(packageDir: string, label: string): Promise<Engine> {
-    if (this.closed) throw new VigilError('VIGIL_ERR_MODEL_LOAD', `model ${this.name} is shutting down`);
+    if (this.closed) throw new HostClosedError(this.name);
     await this.dropCandidate();
-    let engine: WorkerEngine;
-    try {
-      engine = await loadEngine(packageDir, this.options, this.log);
-    } catch (err) {
-      const code = err instanceof VigilError ? err.code : 'VIGIL_ERR_MODEL_LOAD';
-      throw new CandidateError(
-        'load_failed',
-        code,
-        `model ${this.name}: version ${label} in ${packageDir} could not be loaded: ${errorMessage(err)}`,
-        { cause: err, detail: { package: packageDir } },
-      );
-    }
-    const current = this.active?.manifest;
-    const why = current ? incompatibility(current, engine.manifest) : undefined;
-    if (why || this.closed) {
-      await engine.close().catch(() => undefined);
-      if (this.closed) throw new VigilError('VIGIL_ERR_MODEL_LOAD', `model ${this.name} is shutting down`);
-      throw new CandidateError(
-        'incompatible',
-        'VIGIL_ERR_MODEL_IO_MISMATCH',
-        `model ${this.name}: version ${label} in ${packageDir} cannot replace ${current!.name}@${current!.version}: ${why}. ` +
-          'Register a version with the same inputs and labels, or change the pipelines first.',
-        { detail: { package: packageDir } },
-      );
-    }
+    const engine = await this.loadChecked(packageDir, `version ${label} in ${packageDir}`);
     const hosted = new HostedEngine(engine, packageDir);
     this.cand = { engine: hosted, label };
     return hosted;
@@ -304,6 +341,17 @@ export class ModelHost implements RolloutTap {
    * (CandidateError 'load_failed') the version serving now stays.
    */
   async rollbackTo(packageDir: string): Promise<void> {
+    if (this.closed) throw new HostClosedError(this.name);
+    const engine = await this.loadChecked(packageDir, `the earlier version in ${packageDir}`);
+    await this.swap(new HostedEngine(engine, packageDir));
+  }
+
+  /**
+   * Loads a version that is to replace the current one and checks that the pipelines can use it:
+   * against the version that served last (even while its failed engine reloads) and against the
+   * pipelines' own checks. Throws CandidateError (load_failed, incompatible) or HostClosedError.
+   */
+  private async loadChecked(packageDir: string, what: string): Promise<WorkerEngine> {
     let engine: WorkerEngine;
     try {
       engine = await loadEngine(packageDir, this.options, this.log);
@@ -312,15 +360,38 @@ export class ModelHost implements RolloutTap {
       throw new CandidateError(
         'load_failed',
         code,
-        `model ${this.name}: the earlier version in ${packageDir} could not be loaded: ${errorMessage(err)}`,
+        `model ${this.name}: ${what} could not be loaded: ${errorMessage(err)}`,
         { cause: err, detail: { package: packageDir } },
       );
     }
     if (this.closed) {
       await engine.close().catch(() => undefined);
-      return;
+      throw new HostClosedError(this.name);
     }
-    await this.swap(new HostedEngine(engine, packageDir));
+    const current = this.active?.manifest ?? this.lastServed;
+    const why = current ? incompatibility(current, engine.manifest) : undefined;
+    let objection: string | undefined;
+    for (const check of this.checks) {
+      try {
+        objection ??= check(engine.manifest);
+      } catch (err) {
+        objection ??= errorMessage(err);
+      }
+    }
+    if (why || objection) {
+      await engine.close().catch(() => undefined);
+      const m = engine.manifest;
+      throw new CandidateError(
+        'incompatible',
+        'VIGIL_ERR_MODEL_IO_MISMATCH',
+        why
+          ? `model ${this.name}: ${what} cannot replace ${current!.name}@${current!.version}: ${why}. ` +
+              'Register a version with the same inputs and labels, or change the pipelines first.'
+          : `model ${this.name}: ${what} (${m.name}@${m.version}) cannot be used: ${objection}`,
+        { detail: { package: packageDir } },
+      );
+    }
+    return engine;
   }
 
   /** The atomic part of a promotion or rollback: one assignment, then the old engine retires. */
@@ -362,6 +433,8 @@ export class ModelHost implements RolloutTap {
 
   private announce(engine: WorkerEngine): void {
     const m = engine.manifest;
+    this.lastServed = m;
+    for (const w of [...this.servingWaiters]) w();
     this.metrics.modelInfo.set(
       { model: m.name, version: m.version, backend: engine.backend, provider: engine.provider },
       1,
@@ -404,6 +477,7 @@ export class ModelHost implements RolloutTap {
     this.closed = true;
     this.shadowRunner = undefined;
     this.liveSink = undefined;
+    for (const w of [...this.servingWaiters]) w();
     if (this.reloading) await this.reloading;
     const serving = this.engine;
     this.active = undefined;

@@ -5,7 +5,12 @@ import type { Engine, TensorMap } from '../engines/engine.js';
 import { shapeSize } from '../engines/tensor.js';
 import { VigilError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { isTelemetryManifest, type AlertHysteresis, type TelemetryManifest } from '../model/manifest.js';
+import {
+  isTelemetryManifest,
+  type AlertHysteresis,
+  type Manifest,
+  type TelemetryManifest,
+} from '../model/manifest.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { Reading } from '../telemetry/reading.js';
 import { Windower, type TelemetryWindow, type WindowOutcome } from '../telemetry/window.js';
@@ -126,12 +131,27 @@ export class TelemetryPipeline {
   /** A model version whose alert settings do not work with this pipeline's overrides (logged once). */
   private rejected: TelemetryManifest | undefined;
   private readonly maxPending: number;
+  private readonly removeCheck: (() => void) | undefined;
 
   constructor(private readonly ctx: TelemetryPipelineContext) {
     this.delivery = new AlertDelivery(ctx.publisher, ctx.metrics, ctx.log);
     this.maxPending = ctx.config.maxPendingWindows ?? DEFAULT_MAX_PENDING;
     // At start a config that cannot work with the model (alert overrides beyond each other) throws.
     this.refreshModel(true);
+    // A new version whose alert settings this pipeline's overrides do not work with would score
+    // nothing once swapped in: the rollout refuses it before it is tried.
+    this.removeCheck = ctx.rollout?.addCandidateCheck?.((m) => this.objection(m));
+  }
+
+  /** Why this pipeline could not use a model version, or undefined when it can. */
+  private objection(m: Manifest): string | undefined {
+    if (!isTelemetryManifest(m)) return undefined;
+    try {
+      effectiveHysteresis(m.postprocessing.alert, this.ctx.config, `pipelines.${this.ctx.name}`);
+      return undefined;
+    } catch (err) {
+      return `pipeline ${this.ctx.name} cannot use its alert settings: ${errorMessage(err)}`;
+    }
   }
 
   get name(): string {
@@ -297,6 +317,9 @@ export class TelemetryPipeline {
     // The model in use must be the one whose settings this pipeline runs, and read windows cut
     // the way this one was (a new version may read other tags).
     if (!engine) this.live('unavailable', undefined, false);
+    // A version this pipeline refused to use (its alert settings) scores nothing: a promotion
+    // being watched must hear of it, or it would settle while every window is skipped.
+    else if (engine.manifest === this.rejected) this.live('unavailable', engine.manifest.version, false);
     if (
       !engine ||
       !setup ||
@@ -458,12 +481,8 @@ export class TelemetryPipeline {
       interpret(out, cm) {
         if (!isTelemetryManifest(cm)) throw new Error(`version ${cm.version} is not a telemetry model`);
         const s = scoreTelemetry(out, cm.postprocessing);
-        let alert: AlertHysteresis;
-        try {
-          alert = effectiveHysteresis(cm.postprocessing.alert, cfg, where);
-        } catch {
-          alert = cm.postprocessing.alert;
-        }
+        // Throws (an error the trial counts) for alert settings this pipeline could not use.
+        const alert = effectiveHysteresis(cm.postprocessing.alert, cfg, where);
         return { label: s.label, score: s.score, alert: past(s.score, alert) };
       },
     });
@@ -572,6 +591,7 @@ export class TelemetryPipeline {
   /** Stops taking readings, counts waiting windows as shutdown, finishes the one being scored. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.removeCheck?.();
     const waiting = this.queue.splice(0).filter((p) => !p.superseded).length;
     this.pendingByAsset.clear();
     this.skip('shutdown', waiting);

@@ -111,6 +111,14 @@ export class AliasPoller {
     return this.lastSeen;
   }
 
+  /**
+   * Offers `version` again at the next poll, should the alias still point at it (a trial that
+   * could not judge it, for want of inputs).
+   */
+  forget(version: string): void {
+    if (this.lastSeen === version) this.lastSeen = undefined;
+  }
+
   /** The wait before the next poll, as planned after the last one: interval with jitter, or back-off. */
   get nextDelayMs(): number | undefined {
     return this.plannedDelay;

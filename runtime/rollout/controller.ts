@@ -1,9 +1,10 @@
-import { readFile } from 'node:fs/promises';
+import { existsSync, readFileSync } from 'node:fs';
+import { access, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { RolloutPolicy } from '../config/registry.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import { CandidateError, type ModelHost } from '../model/host.js';
+import { CandidateError, HostClosedError, type ModelHost } from '../model/host.js';
 import { MANIFEST_FILE } from '../model/package.js';
 import { ShadowTally, WatchTally, type ShadowFigures, type Verdict, type WatchFigures } from './judge.js';
 import type { LiveObservation, ShadowObservation } from './shadow.js';
@@ -33,14 +34,28 @@ export interface RolloutControllerOptions {
   shadowInFlight?: number | undefined;
   /** Earlier versions kept for rollback (default 5). */
   historySize?: number | undefined;
+  /**
+   * Earlier versions to roll back to at start, oldest first (the model store's installed, not
+   * refused versions before the active one; the configured package as the oldest), so that a
+   * restart does not forget them. Capped at historySize (the newest kept); a folder that no
+   * longer exists when a rollback comes is skipped for the next older one.
+   */
+  history?: VersionRef[] | undefined;
+  /**
+   * The version serving at start, when the host's package is one from the registry: a rollback
+   * from it names it in its event's `registered`. Ignored unless packageDir is the host's.
+   */
+  active?: VersionRef | undefined;
 }
 
 /** How tryVersion(), promote() or rollback() ended. */
 export interface RolloutOutcome {
   /**
    * promoted, rejected, rolled_back: decided (an event was emitted); unchanged: that version
-   * already serves; cancelled: a newer version or close() ended the trial; refused: nothing to
-   * do (no candidate to promote, no earlier version to roll back to, a rollback that failed).
+   * already serves, or the version a rollback was asked for has been replaced meanwhile;
+   * cancelled: a newer version or close() ended the trial, or the host is shutting down;
+   * refused: nothing to do (no candidate to promote, no earlier version to roll back to, a
+   * rollback that failed).
    */
   state: 'promoted' | 'rejected' | 'rolled_back' | 'unchanged' | 'cancelled' | 'refused';
   version: string | undefined;
@@ -52,8 +67,8 @@ export interface RolloutOutcome {
 export interface RolloutStatus {
   model: string;
   state: RolloutState;
-  /** The version serving now. */
-  active: { version: string | undefined; package: string };
+  /** The version serving now (registered: where it came from in the registry, when known). */
+  active: { version: string | undefined; package: string; registered?: VersionRef['registered'] };
   /** The version a rollback would return to. */
   previous?: { version: string; package: string } | undefined;
   /** The version being downloaded, verified or tried in shadow. */
@@ -76,6 +91,7 @@ interface Trial {
   resolve: (o: RolloutOutcome) => void;
 }
 
+/** A version that served, as kept for rollback (and the one serving now). */
 interface Kept {
   packageDir: string;
   version: string;
@@ -83,6 +99,8 @@ interface Kept {
 }
 
 const DEFAULT_HISTORY = 5;
+/** The longest a trial waits for a failed engine of the current version to serve again. */
+const RELOAD_WAIT_MAX_MS = 120_000;
 
 /**
  * The version a package's vigil.json names, read without verifying it, to name a version that
@@ -97,6 +115,35 @@ async function peekVersion(dir: string): Promise<string> {
     // Unreadable: the folder name will do.
   }
   return path.basename(dir);
+}
+
+/** peekVersion, for the versions named at start (the constructor cannot wait). */
+function peekVersionSync(dir: string): string {
+  try {
+    const m: unknown = JSON.parse(readFileSync(path.join(dir, MANIFEST_FILE), 'utf8'));
+    const v = (m as { version?: unknown }).version;
+    if (typeof v === 'string' && v.length > 0) return v;
+  } catch {
+    // Unreadable (a pruned folder, say): the folder name will do.
+  }
+  return path.basename(dir);
+}
+
+function keep(ref: VersionRef): Kept {
+  return {
+    packageDir: ref.packageDir,
+    version: ref.version ?? peekVersionSync(ref.packageDir),
+    ...(ref.registered ? { registered: ref.registered } : {}),
+  };
+}
+
+async function exists(dir: string): Promise<boolean> {
+  try {
+    await access(path.join(dir, MANIFEST_FILE));
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -121,14 +168,26 @@ export class RolloutController {
   private watchTally: WatchTally | undefined;
   private settled: WatchFigures | undefined;
   private watchedVersion: string | undefined;
-  private readonly history: Kept[] = [];
+  /** Versions that served before the current one, oldest first, with their registry refs. */
+  private readonly history: Kept[];
+  /** The version serving now, as promoted or rolled back to (or named at start). */
+  private serving: Kept | undefined;
+  /** Promotions and rollbacks done: a rollback asked for before one of them is not done after it. */
+  private swaps = 0;
   private lastDecision: RolloutEvent | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
   private readonly maxLatencyMs: number;
+  private readonly historySize: number;
 
   constructor(private readonly o: RolloutControllerOptions) {
     this.maxLatencyMs = o.policy.maxLatencyMs ?? o.budgetMs;
+    this.historySize = o.historySize ?? DEFAULT_HISTORY;
+    this.history = (o.history ?? [])
+      .filter((r) => r.packageDir !== o.host.packageDir)
+      .slice(-this.historySize)
+      .map(keep);
+    this.serving = o.active && o.active.packageDir === o.host.packageDir ? keep(o.active) : undefined;
   }
 
   get model(): string {
@@ -191,7 +250,19 @@ export class RolloutController {
       async (): Promise<{ outcome: RolloutOutcome } | { trial: Promise<RolloutOutcome> }> => {
         if (this.closed) return { outcome: this.cancelledOutcome(ref.version) };
         const host = this.o.host;
-        const current = host.current();
+        let current = host.current();
+        if (!current && host.everServed) {
+          // The current version's engine failed and is being reloaded: the new version waits for
+          // it, to be compared with it as any other, rather than slipping in unchecked.
+          const waitMs = Math.min(this.o.policy.shadowMaxSeconds * 1000, RELOAD_WAIT_MAX_MS);
+          this.o.log.warn(
+            { version: ref.version, package: ref.packageDir },
+            `model ${this.o.model}: the serving version's engine is reloading after a failure; the new version is tried once it serves again (waiting up to ${Math.round(waitMs / 1000)} s)`,
+          );
+          await host.whenServing(waitMs);
+          if (this.closed) return { outcome: this.cancelledOutcome(ref.version) };
+          current = host.current();
+        }
         if (
           current &&
           host.packageDir === ref.packageDir &&
@@ -209,6 +280,7 @@ export class RolloutController {
         try {
           await host.loadCandidate(ref.packageDir, label);
         } catch (err) {
+          if (err instanceof HostClosedError) return { outcome: this.cancelledOutcome(label) };
           const reason: RolloutReason = err instanceof CandidateError ? err.reason : 'load_failed';
           return { outcome: this.reject(ref, label, reason, errorMessage(err), undefined) };
         }
@@ -223,8 +295,9 @@ export class RolloutController {
           await host.dropCandidate();
           return { outcome: this.cancelledOutcome(version) };
         }
-        if (!current) {
-          // Nothing serves to compare with: any version that loads beats none.
+        if (!host.everServed) {
+          // No version ever served (the configured one did not load): any version that loads
+          // beats none.
           return {
             outcome: await this.promoteNow(
               ref,
@@ -273,9 +346,11 @@ export class RolloutController {
     return this.serial(async () => {
       const host = this.o.host;
       const label = ref.version ?? (await peekVersion(ref.packageDir));
+      if (this.closed) return this.cancelledOutcome(label);
       try {
         await host.loadCandidate(ref.packageDir, label);
       } catch (err) {
+        if (err instanceof HostClosedError) return this.cancelledOutcome(label);
         const reason: RolloutReason = err instanceof CandidateError ? err.reason : 'load_failed';
         return this.reject(ref, label, reason, errorMessage(err), undefined);
       }
@@ -284,24 +359,33 @@ export class RolloutController {
     });
   }
 
-  /** Manual rollback to the version before the current one (reason 'manual'). */
+  /**
+   * Manual rollback (reason 'manual'). During a shadow it only ends the trial: the version in
+   * shadow is rejected and the serving one stays. Otherwise the version serving now is replaced
+   * by the one before it, unless a promotion or rollback has replaced it meanwhile (an automatic
+   * rollback of the same regression, say): one request never rolls back two versions.
+   */
   rollback(): Promise<RolloutOutcome> {
-    if (this.trial && !this.trial.done) {
-      const trial = this.trial;
-      void this.conclude(trial, {
+    const trial = this.trial;
+    if (trial && !trial.done) {
+      const serving = this.o.host.current()?.manifest.version ?? 'none';
+      return this.conclude(trial, {
         decided: true,
         promote: false,
         reason: 'manual',
-        message: `the trial of version ${trial.version} was ended by a manual rollback`,
+        message: `version ${trial.version} in shadow was rejected by a manual rollback; version ${serving} keeps serving`,
       });
     }
-    return this.serial(() => this.rollbackNow('manual', 'rolled back by hand', undefined));
+    const expected = this.swaps;
+    return this.serial(() => this.rollbackNow('manual', 'rolled back by hand', undefined, expected));
   }
 
   status(): RolloutStatus {
     const host = this.o.host;
     const active = host.current()?.manifest.version;
-    const prev = this.history[this.history.length - 1];
+    const serving = this.servingRef();
+    // What a rollback would go back to: the newest kept version whose folder is still there.
+    const prev = this.history.findLast((k) => k.packageDir !== host.packageDir && existsSync(k.packageDir));
     const t = this.trial && !this.trial.done ? this.trial : undefined;
     const cand = host.candidate();
     const watch = this.watchTally
@@ -312,7 +396,11 @@ export class RolloutController {
     return {
       model: this.o.model,
       state: this.state,
-      active: { version: active, package: host.packageDir },
+      active: {
+        version: active,
+        package: host.packageDir,
+        ...(serving.registered ? { registered: serving.registered } : {}),
+      },
       previous: prev ? { version: prev.version, package: prev.packageDir } : undefined,
       candidate: t
         ? { version: t.version, package: t.ref.packageDir, registered: t.ref.registered }
@@ -346,6 +434,13 @@ export class RolloutController {
 
   private startTrial(ref: VersionRef, version: string): Promise<RolloutOutcome> {
     const host = this.o.host;
+    // A trial whose load was queued behind this one's could not be finished by tryVersion().
+    if (this.trial && !this.trial.done)
+      this.finish(this.trial, {
+        state: 'cancelled',
+        version: this.trial.version,
+        message: `the trial of version ${this.trial.version} was superseded by version ${version}`,
+      });
     let resolve!: (o: RolloutOutcome) => void;
     const outcome = new Promise<RolloutOutcome>((r) => (resolve = r));
     const trial: Trial = {
@@ -393,7 +488,8 @@ export class RolloutController {
     // No more samples count once decided; the candidate stays loaded until promoted or dropped.
     trial.done = true;
     if (trial.timer) clearTimeout(trial.timer);
-    this.o.host.stopShadow();
+    // The shadow running now may be a newer trial's.
+    if (this.trial === trial) this.o.host.stopShadow();
     const evidence = trial.tally.figures();
     const decided = this.serial(async () => {
       if (this.trial !== trial) return this.cancelledOutcome(trial.version);
@@ -431,10 +527,8 @@ export class RolloutController {
     reason?: 'manual',
   ): Promise<RolloutOutcome> {
     const host = this.o.host;
-    const before = host.current();
-    const previous: Kept | undefined = before
-      ? { packageDir: host.packageDir, version: before.manifest.version, registered: undefined }
-      : undefined;
+    // A version that never served (the configured one failed to load) is nothing to go back to.
+    const previous: Kept | undefined = host.everServed ? this.servingRef() : undefined;
     // Watching starts with the swap itself; inputs the old engine still serves are told apart by version.
     const watch = previous ? new WatchTally(this.o.policy, version) : undefined;
     this.startWatch(watch);
@@ -445,10 +539,16 @@ export class RolloutController {
       await host.dropCandidate();
       return this.reject(ref, version, 'load_failed', errorMessage(err), evidence);
     }
+    this.swaps++;
     if (previous) {
       this.history.push(previous);
-      if (this.history.length > (this.o.historySize ?? DEFAULT_HISTORY)) this.history.shift();
+      if (this.history.length > this.historySize) this.history.shift();
     }
+    this.serving = {
+      packageDir: host.packageDir,
+      version,
+      ...(ref.registered ? { registered: ref.registered } : {}),
+    };
     this.state = 'promoted';
     this.pendingRef = undefined;
     const event = this.emit({
@@ -463,6 +563,17 @@ export class RolloutController {
       evidence,
     });
     return { state: 'promoted', version, reason, message: event.message, evidence };
+  }
+
+  /** The version serving now, with its registry ref when it was promoted or named at start. */
+  private servingRef(): Kept {
+    const host = this.o.host;
+    const s = this.serving;
+    if (s && s.packageDir === host.packageDir) return s;
+    return {
+      packageDir: host.packageDir,
+      version: host.current()?.manifest.version ?? peekVersionSync(host.packageDir),
+    };
   }
 
   private startWatch(tally: WatchTally | undefined): void {
@@ -486,7 +597,8 @@ export class RolloutController {
           return;
         }
         const evidence = tally.figures();
-        void this.serial(() => this.rollbackNow('regression', verdict.message, evidence)).catch(
+        const expected = this.swaps;
+        void this.serial(() => this.rollbackNow('regression', verdict.message, evidence, expected)).catch(
           (err: unknown) =>
             this.o.log.error({ err: errorMessage(err) }, `model ${this.o.model}: rollback failed`),
         );
@@ -494,40 +606,89 @@ export class RolloutController {
     });
   }
 
-  /** Loads the version before the current one and swaps it in. Runs inside serial(). */
+  /**
+   * Loads the newest earlier version and swaps it in; runs inside serial(). Not done when a
+   * promotion or rollback came after the request (`expected`, the swap count when it was made).
+   * Kept versions whose folders are gone, or that the pipelines can no longer use, are dropped
+   * for the next older one.
+   */
   private async rollbackNow(
     reason: RolloutReason,
     message: string,
     evidence: Record<string, number | string> | undefined,
+    expected: number,
   ): Promise<RolloutOutcome> {
     const host = this.o.host;
-    const prev = this.history[this.history.length - 1];
-    const from = host.current()?.manifest.version;
-    if (!prev) {
-      const why = `model ${this.o.model} has no earlier version to roll back to`;
-      this.o.log.error({ reason, version: from }, `${why}: ${message}`);
-      return { state: 'refused', version: from, reason, message: `${why}: ${message}` };
+    const from = this.servingRef();
+    if (expected !== this.swaps) {
+      const why = `model ${this.o.model} changed version since the rollback was asked for (it serves ${from.version} now); nothing more was rolled back`;
+      this.o.log.warn({ reason, version: from.version }, `${why}: ${message}`);
+      return { state: 'unchanged', version: from.version, reason, message: why };
     }
-    this.startWatch(undefined);
-    try {
-      await host.rollbackTo(prev.packageDir);
-    } catch (err) {
-      const why = `could not roll back model ${this.o.model} to version ${prev.version}: ${errorMessage(err)}; version ${from ?? 'none'} keeps serving`;
-      this.o.log.error({ reason, from, to: prev.version }, why);
-      return { state: 'refused', version: from, reason, message: why };
+    const skipped: string[] = [];
+    for (;;) {
+      const prev = this.history[this.history.length - 1];
+      if (!prev) return this.nothingToRollBackTo(from.version, reason, message, skipped);
+      if (prev.packageDir === host.packageDir) {
+        this.history.pop();
+        continue;
+      }
+      if (!(await exists(prev.packageDir))) {
+        this.history.pop();
+        skipped.push(`${prev.version} (its folder ${prev.packageDir} is gone)`);
+        this.o.log.warn(
+          { version: prev.version, package: prev.packageDir },
+          `model ${this.o.model}: earlier version ${prev.version} is no longer installed (${prev.packageDir} is gone); trying the one before it`,
+        );
+        continue;
+      }
+      this.startWatch(undefined);
+      try {
+        await host.rollbackTo(prev.packageDir);
+      } catch (err) {
+        if (err instanceof HostClosedError) return this.cancelledOutcome(from.version);
+        if (err instanceof CandidateError && err.reason === 'incompatible') {
+          this.history.pop();
+          skipped.push(`${prev.version} (the pipelines cannot use it)`);
+          this.o.log.warn({ version: prev.version, package: prev.packageDir }, errorMessage(err));
+          continue;
+        }
+        const why = `could not roll back model ${this.o.model} to version ${prev.version}: ${errorMessage(err)}; version ${from.version} keeps serving`;
+        this.o.log.error({ reason, from: from.version, to: prev.version }, why);
+        return { state: 'refused', version: from.version, reason, message: why };
+      }
+      this.history.pop();
+      this.swaps++;
+      const to = host.current()?.manifest.version ?? prev.version;
+      this.serving = { ...prev, version: to };
+      this.state = 'rolled_back';
+      const event = this.emit({
+        state: 'rolled_back',
+        from: from.version,
+        to,
+        // The version refused: the registry tags it, the model store stops serving it.
+        registered: from.registered,
+        reason,
+        message: `${message}; model ${this.o.model} is back on version ${to}`,
+        evidence,
+      });
+      return { state: 'rolled_back', version: to, reason, message: event.message, evidence };
     }
-    this.history.pop();
-    this.state = 'rolled_back';
-    const event = this.emit({
-      state: 'rolled_back',
-      from,
-      to: prev.version,
-      registered: prev.registered,
-      reason,
-      message: `${message}; model ${this.o.model} is back on version ${prev.version}`,
-      evidence,
-    });
-    return { state: 'rolled_back', version: prev.version, reason, message: event.message, evidence };
+  }
+
+  private nothingToRollBackTo(
+    version: string,
+    reason: RolloutReason,
+    message: string,
+    skipped: string[],
+  ): RolloutOutcome {
+    const gone = skipped.length > 0 ? ` (skipped: ${skipped.join('; ')})` : '';
+    const why =
+      `model ${this.o.model} has no earlier version on this gateway to roll back to${gone}; version ${version} keeps serving. ` +
+      'To serve another version, point the registry alias this gateway follows at it (it is downloaded and tried in shadow), ' +
+      'or raise registry.keepVersions so that more versions stay installed for rollback';
+    this.o.log.error({ reason, version }, `${why}: ${message}`);
+    return { state: 'refused', version, reason, message: `${why}. Rollback wanted (${reason}): ${message}` };
   }
 
   private reject(

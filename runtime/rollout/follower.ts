@@ -9,6 +9,23 @@ import { RegistryError, type ModelVersionInfo, type RegistryClient } from '../re
 import type { RolloutController } from './controller.js';
 import type { RolloutEvent } from './types.js';
 
+/** Rejections that say something about the version itself: remembered in the model store. */
+const PERMANENT = new Set<string>([
+  'download_failed',
+  'sha256_mismatch',
+  'bad_package',
+  'signature_missing',
+  'signature_invalid',
+  'load_failed',
+  'incompatible',
+  'errors',
+  'nan_output',
+  'too_slow',
+  'disagreement',
+  'regression',
+  'manual',
+]);
+
 export interface ModelFollowerOptions {
   /** The configured model (models.<name>). */
   model: string;
@@ -32,6 +49,8 @@ export interface FollowerStatus {
   /** The registry version installed and serving (the model store's active one). */
   installedVersion?: string | undefined;
   lastError?: string | undefined;
+  /** The wait before the next poll: the interval with jitter, or the back-off while failing. */
+  nextPollMs?: number | undefined;
   pollRequests: number;
 }
 
@@ -50,6 +69,10 @@ export class ModelFollower {
   private aliasVersion: string | undefined;
   private trial: Promise<void> | undefined;
   private stopped = false;
+  /** Ends a download in progress when the daemon stops. */
+  private readonly lifetime = new AbortController();
+  /** Store updates, one after another. */
+  private storeUpdates: Promise<void> = Promise.resolve();
 
   constructor(private readonly o: ModelFollowerOptions) {
     this.alias = (o.deviceGroup && o.source.aliasByGroup[o.deviceGroup]) || o.source.alias;
@@ -72,14 +95,23 @@ export class ModelFollower {
     this.poller.start();
   }
 
-  /** Asks the registry now (the CLI's `models pull` / POST .../check on a running daemon). */
-  async checkNow(): Promise<ModelVersionInfo | undefined> {
-    return this.poller.pollNow();
+  /**
+   * Asks the registry now (the CLI's `models pull` / POST .../check on a running daemon): answers
+   * with the version the alias points at after one request; a new version is then downloaded and
+   * tried in the background, as after a scheduled poll.
+   */
+  async checkNow(): Promise<ModelVersionInfo> {
+    const info = await this.o.client.versionByAlias(this.o.source.name, this.alias);
+    this.poller.pollNow().catch(() => undefined);
+    return info;
   }
 
+  /** Stops polling and ends a download in progress (it resumes from staging after a restart). */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.lifetime.abort();
     await this.poller.stop();
+    await this.storeUpdates;
   }
 
   status(): FollowerStatus {
@@ -89,31 +121,52 @@ export class ModelFollower {
       poll: this.poller.state,
       aliasVersion: this.aliasVersion,
       installedVersion: this.o.store.active(this.o.model),
-      lastError: this.lastError,
+      // A failing poll (the registry down, answering 500) first, else a failed download or install.
+      lastError: this.poller.lastError?.message ?? this.lastError,
+      nextPollMs: this.poller.nextDelayMs,
       pollRequests: this.poller.requests,
     };
   }
 
   /**
    * Told about every rollout event of this model: the model store follows the host, so that a
-   * restart serves what was promoted and never a version that was rolled back.
+   * restart serves what was promoted and never a version that was rejected or rolled back.
+   * Updates run one after another, in the order of the events.
    */
-  async onEvent(event: RolloutEvent): Promise<void> {
+  onEvent(event: RolloutEvent): Promise<void> {
+    this.storeUpdates = this.storeUpdates.then(() => this.applyEvent(event));
+    return this.storeUpdates;
+  }
+
+  private async applyEvent(event: RolloutEvent): Promise<void> {
     const v = event.registered?.version;
     if (!v || event.registered?.name !== this.o.source.name) return;
-    const { store, model, log } = this.o;
+    const { store, model, log, config } = this.o;
     try {
       if (event.state === 'promoted') {
         await store.activate(model, v);
-        const removed = await store.prune(model, this.o.config.keepVersions);
+        const removed = await store.prune(model, config.keepVersions);
         if (removed.length > 0)
           log.info({ removed }, `older versions of model ${model} removed from the store`);
       } else if (event.state === 'rejected') {
-        if (!store.isRejected(model, v))
+        if (event.reason && !PERMANENT.has(event.reason)) {
+          // Not the version's fault (too few inputs to judge it): offered again at a later poll.
+          this.poller.forget(v);
+          log.info(
+            { version: v, reason: event.reason },
+            `version ${v} is tried again when the registry next offers it`,
+          );
+        } else if (!store.isRejected(model, v)) {
           await store.markRejected(model, v, event.reason ?? 'rejected', event.message);
-      } else if (event.state === 'rolled_back' && store.active(model) === v) {
-        if (store.previous(model)) await store.rollback(model, event.reason ?? 'regression', event.message);
-        else await store.markRejected(model, v, event.reason ?? 'regression', event.message);
+        }
+      } else if (event.state === 'rolled_back') {
+        // `registered` names the version rolled back from: refused from now on, so that a restart
+        // never serves it again; the store then serves the one before it, or (none left) the
+        // daemon falls back to the config's package.
+        if (store.active(model) === v && store.previous(model))
+          await store.rollback(model, event.reason ?? 'regression', event.message);
+        else if (!store.isRejected(model, v))
+          await store.markRejected(model, v, event.reason ?? 'regression', event.message);
       }
     } catch (err) {
       log.error(
@@ -131,8 +184,7 @@ export class ModelFollower {
   private async offer(info: ModelVersionInfo): Promise<void> {
     const { store, model, controller, log } = this.o;
     this.aliasVersion = info.version;
-    if (this.stopped) return;
-    if (store.active(model) === info.version) return;
+    if (this.stopped || store.active(model) === info.version) return;
     if (store.isRejected(model, info.version)) {
       const r = store.rejection(model, info.version);
       log.warn(
@@ -147,7 +199,7 @@ export class ModelFollower {
       controller.setState('downloading', ref);
       const staging = store.stagingDir(model, info.version);
       try {
-        const got = await this.o.client.downloadVersion(info, staging);
+        const got = await this.o.client.downloadVersion(info, staging, { signal: this.lifetime.signal });
         log.info(
           {
             version: info.version,
@@ -158,12 +210,15 @@ export class ModelFollower {
           `version ${info.version} of ${this.o.source.name} downloaded`,
         );
       } catch (err) {
+        if (this.stopped) return;
         this.lastError = errorMessage(err);
-        if (err instanceof RegistryError && err.retryable) {
-          // Kept in staging: the next poll resumes the download.
+        // Only a version whose artifacts are missing or malformed is refused for good. A registry
+        // that failed or refused our credentials, or a full disk, is tried again at the next
+        // poll, resuming from what is in staging.
+        if (!(err instanceof RegistryError) || err.retryable || err.kind === 'auth') {
           log.warn(
             { version: info.version, err: this.lastError },
-            `download of version ${info.version} interrupted; resumed at the next poll`,
+            `download of version ${info.version} did not finish; it resumes at the next poll: ${this.lastError}`,
           );
           throw err;
         }
@@ -172,11 +227,9 @@ export class ModelFollower {
           'download_failed',
           `version ${info.version} could not be downloaded: ${this.lastError}`,
         );
-        await store
-          .markRejected(model, info.version, 'download_failed', this.lastError)
-          .catch(() => undefined);
         return;
       }
+      if (this.stopped) return;
       controller.setState('verifying', ref);
       try {
         const policy = this.o.config.signatures.policy;
@@ -184,16 +237,25 @@ export class ModelFollower {
           await verifyPackage(dir, { policy, publicKeys: this.o.publicKeys });
         });
       } catch (err) {
+        if (this.stopped) return;
         this.lastError = errorMessage(err);
-        const reason = refusalReason(err) ?? 'bad_package';
+        const reason = refusalReason(err);
+        if (!reason) {
+          // Not the package's fault (a full disk, a permission): tried again at the next poll.
+          log.error(
+            { version: info.version, err: this.lastError },
+            `version ${info.version} could not be installed: ${this.lastError}`,
+          );
+          throw err;
+        }
         controller.fail(ref, reason, `version ${info.version} refused: ${this.lastError}`);
-        await store.markRejected(model, info.version, reason, this.lastError).catch(() => undefined);
         return;
       }
     }
+    if (this.stopped) return;
     this.lastError = undefined;
     const packageDir = store.packageDir(model, info.version);
-    const trial = controller.tryVersion({ packageDir, registered }).then(
+    this.trial = controller.tryVersion({ packageDir, registered }).then(
       (outcome) => log.info({ version: info.version, outcome: outcome.state }, outcome.message),
       (err: unknown) =>
         log.error(
@@ -201,7 +263,6 @@ export class ModelFollower {
           `trial of version ${info.version} failed: ${errorMessage(err)}`,
         ),
     );
-    this.trial = trial;
   }
 
   /** Resolves once the trial started last is decided (tests). */

@@ -1,4 +1,5 @@
 import type { KeyObject } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { resolvePath, type LoadedConfig } from '../config/load.js';
 import type { RegistryConfig } from '../config/registry.js';
@@ -8,11 +9,37 @@ import type { ModelHost } from '../model/host.js';
 import { loadPublicKeys } from '../model/signature.js';
 import { ModelStore } from '../modelstore/store.js';
 import type { ModelAction } from '../ops/http.js';
+import { verifyPackage } from '../modelstore/verify.js';
 import { MlflowRegistryClient } from '../registry/mlflow.js';
 import type { RegistryClient } from '../registry/types.js';
 import { RolloutController } from './controller.js';
 import { ModelFollower } from './follower.js';
 import type { RolloutEvent } from './types.js';
+
+const OWNER_FILE = 'daemon.pid';
+
+/** Registry versions are strings of digits: compared as numbers, others as text. */
+function compareVersions(a: string, b: string): number {
+  return /^\d+$/.test(a) && /^\d+$/.test(b) ? Number(a) - Number(b) : a.localeCompare(b);
+}
+
+/** The pid of a live process that owns the model store at `storeDir`, if any. */
+export function storeOwner(storeDir: string): number | undefined {
+  let pid: number;
+  try {
+    pid = Number(readFileSync(path.join(storeDir, OWNER_FILE), 'utf8').trim());
+  } catch {
+    return undefined;
+  }
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (err) {
+    // EPERM: alive, but another user's.
+    return (err as NodeJS.ErrnoException).code === 'EPERM' ? pid : undefined;
+  }
+}
 
 /** States worth writing back to the registry: where a version is on its way, and how it ended. */
 const TAGGED_STATES = new Set(['shadow', 'promoted', 'rejected', 'rolled_back']);
@@ -43,21 +70,44 @@ export class ModelRollouts {
     const baseDir = path.dirname(loaded.file);
     const rlog = log.child({ component: 'registry' });
     const client = new MlflowRegistryClient(config, { baseDir, log: rlog });
-    const store = await ModelStore.open(resolvePath(loaded, config.storeDir), rlog);
+    const storeDir = resolvePath(loaded, config.storeDir);
+    const owner = storeOwner(storeDir);
+    // Only a warning: after a power cut the file may name a pid that another program now has,
+    // and a gateway must never refuse to start over that.
+    if (owner !== undefined && owner !== process.pid)
+      rlog.warn(
+        { storeDir, pid: owner },
+        `the model store ${storeDir} names process ${owner} as its owner; if that is another Vigil, give one of them another registry.storeDir`,
+      );
+    const store = await ModelStore.open(storeDir, rlog);
+    // Tells `vigil models pull|status` that a daemon owns this store, even with its HTTP off.
+    writeFileSync(path.join(storeDir, OWNER_FILE), `${process.pid}\n`);
     const publicKeys = await loadPublicKeys(config.signatures.publicKeys, baseDir);
     return new ModelRollouts(loaded, config, client, store, publicKeys, rlog);
   }
 
   /**
    * The package a model serves at start: the version its registry follower promoted last (kept in
-   * the model store), else the config's package.
+   * the model store), checked again against the signature policy in force (it may have become
+   * stricter since), else the config's package.
    */
-  packageFor(model: string): string {
+  async packageFor(model: string): Promise<string> {
     const mc = this.loaded.config.models[model]!;
+    const fallback = resolvePath(this.loaded, mc.package);
     const active = mc.registry ? this.store.active(model) : undefined;
-    if (active && this.store.isInstalled(model, active) && !this.store.isRejected(model, active))
-      return this.store.packageDir(model, active);
-    return resolvePath(this.loaded, mc.package);
+    if (!active || !this.store.isInstalled(model, active) || this.store.isRejected(model, active))
+      return fallback;
+    const dir = this.store.packageDir(model, active);
+    try {
+      await verifyPackage(dir, { policy: this.config.signatures.policy, publicKeys: this.publicKeys });
+      return dir;
+    } catch (err) {
+      this.log.error(
+        { model, version: active, err: errorMessage(err) },
+        `installed version ${active} of model ${model} no longer passes its checks (${errorMessage(err)}); serving ${fallback} instead`,
+      );
+      return fallback;
+    }
   }
 
   /** Sets up the rollout of one model that follows the registry; `publish` sends its events on MQTT. */
@@ -65,10 +115,27 @@ export class ModelRollouts {
     const mc = this.loaded.config.models[model]!;
     if (!mc.registry) return;
     const log = this.log.child({ model });
+    const group = this.loaded.config.device.group;
+    const alias = (group && mc.registry.aliasByGroup[group]) || mc.registry.alias;
+    const refOf = (version: string) => ({
+      packageDir: this.store.packageDir(model, version),
+      registered: { name: mc.registry!.name, alias, version },
+    });
+    // What a rollback can go back to after a restart: the config's package, then the installed
+    // versions older than the active one that were never refused.
+    const active = this.store.active(model);
+    const older = this.store
+      .installed(model)
+      .filter((v) => v !== active && !this.store.isRejected(model, v))
+      .filter((v) => active === undefined || compareVersions(v, active) < 0);
     const controller = new RolloutController({
       model,
       deviceId: this.loaded.config.device.id,
       host,
+      history: [{ packageDir: resolvePath(this.loaded, mc.package) }, ...older.map(refOf)],
+      ...(active && host.packageDir === this.store.packageDir(model, active)
+        ? { active: refOf(active) }
+        : {}),
       policy: mc.rollout,
       budgetMs,
       log,
@@ -136,6 +203,7 @@ export class ModelRollouts {
   async stop(): Promise<void> {
     for (const f of this.followers.values()) await f.stop();
     for (const c of this.controllers.values()) await c.close();
+    rmSync(path.join(resolvePath(this.loaded, this.config.storeDir), OWNER_FILE), { force: true });
   }
 
   private tag(event: RolloutEvent): void {

@@ -63,10 +63,22 @@ export interface LiveSink {
   observe(o: LiveObservation): void;
 }
 
+/**
+ * Why a pipeline could not use a version (its own settings do not work with it), in words for
+ * the rollout event; undefined when it can.
+ */
+export type CandidateCheck = (manifest: Manifest) => string | undefined;
+
 /** What a pipeline asks at each input: is a version in shadow, is a promotion being watched. */
 export interface RolloutTap {
   shadow(): ShadowRunner | undefined;
   live(): LiveSink | undefined;
+  /**
+   * Registers what this pipeline needs of any version that is to replace the current one, so
+   * that a version it could not use is refused (incompatible) before it is tried or swapped in.
+   * Returns the function that removes the check (the pipeline's stop()).
+   */
+  addCandidateCheck?(check: CandidateCheck): () => void;
 }
 
 /** One input for the candidate, as the pipeline hands it over after storing its own result. */

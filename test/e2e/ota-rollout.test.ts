@@ -146,7 +146,7 @@ describe('over-the-air rollout from a real MLflow registry (vigil run)', () => {
     const s = await status();
     expect(s.rollout.defect!.active.version).toBe('1.1.0');
     const inspection = s.pipelines.inspection!;
-    expect(inspection.processed).toBeGreaterThan(15);
+    expect(inspection.processed).toBeGreaterThanOrEqual(15);
     // The swap loses no frame: nothing was dropped for want of a model or an engine.
     expect(inspection.dropped.model_unavailable ?? 0).toBe(0);
     expect(inspection.dropped.inference_error ?? 0).toBe(0);

@@ -15,7 +15,13 @@ import { freePort } from './ports.js';
 
 export const MLFLOW_VENV =
   process.env.VIGIL_MLFLOW_VENV ?? path.join(os.homedir(), '.cache', 'vigil', 'venv-mlflow');
-const REGISTER_PY = fileURLToPath(new URL('../../models/registry/register.py', import.meta.url));
+/** The repository root: the nearest folder above this file with a package.json (from test/ or dist/test/). */
+function repoRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, 'package.json')) && path.dirname(dir) !== dir) dir = path.dirname(dir);
+  return dir;
+}
+const REGISTER_PY = path.join(repoRoot(), 'models/registry/register.py');
 
 /** Quiet, offline, and only what the registry needs (no job runner: it forks eight workers). */
 const MLFLOW_ENV = {

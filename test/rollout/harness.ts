@@ -8,7 +8,7 @@ import { Metrics } from '../../runtime/ops/metrics.js';
 import { Pipeline, type AlertPublisher, type ResultSink } from '../../runtime/pipeline/pipeline.js';
 import type { Result } from '../../runtime/pipeline/result.js';
 import type { FrameSample } from '../../runtime/pipeline/sample.js';
-import { RolloutController } from '../../runtime/rollout/controller.js';
+import { RolloutController, type RolloutControllerOptions } from '../../runtime/rollout/controller.js';
 import type { RolloutEvent } from '../../runtime/rollout/types.js';
 import { renderFrame } from '../../simulator/camera/render.js';
 import { DEFECT_CLASSES } from '../../simulator/camera/types.js';
@@ -68,6 +68,7 @@ export async function frameRig(
   policy: Partial<RolloutPolicy> = {},
   budgetMs = 1000,
   current = CURRENT,
+  controllerOptions: Pick<RolloutControllerOptions, 'history' | 'historySize' | 'active'> = {},
 ): Promise<FrameRig> {
   const data = await testFrames();
   const metrics = new Metrics({ processMetrics: false });
@@ -102,6 +103,7 @@ export async function frameRig(
     budgetMs,
     log,
     onEvent: (e) => events.push(e),
+    ...controllerOptions,
   });
   let n = 0;
   let timer: NodeJS.Timeout | undefined;

@@ -10,7 +10,7 @@ import { Metrics } from '../../runtime/ops/metrics.js';
 import type { Result } from '../../runtime/pipeline/result.js';
 import { TelemetryPipeline } from '../../runtime/pipeline/telemetry-pipeline.js';
 import { RolloutController } from '../../runtime/rollout/controller.js';
-import type { ShadowObservation } from '../../runtime/rollout/shadow.js';
+import type { LiveObservation, ShadowObservation } from '../../runtime/rollout/shadow.js';
 import type { RolloutEvent } from '../../runtime/rollout/types.js';
 import type { Reading } from '../../runtime/telemetry/reading.js';
 import { OPTIONS, ROOT, until } from './harness.js';
@@ -30,13 +30,18 @@ afterAll(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-/** A copy of mean-rul with another version and, optionally, other normalisation statistics. */
-async function version(v: string, normalize?: { mean: number[]; std: number[] }): Promise<string> {
+/** A copy of mean-rul with another version and, optionally, other normalisation or alert settings. */
+async function version(
+  v: string,
+  normalize?: { mean: number[]; std: number[] },
+  alert?: { raise: number; clear: number },
+): Promise<string> {
   const dest = path.join(dir, `mean-rul-${v}`);
   await cp(MEAN_RUL, dest, { recursive: true });
   const m = JSON.parse(await readFile(path.join(dest, 'vigil.json'), 'utf8'));
   m.version = v;
   if (normalize) m.preprocessing.normalize = normalize;
+  if (alert) Object.assign(m.postprocessing.alert, alert);
   await writeFile(path.join(dest, 'vigil.json'), JSON.stringify(m, null, 2));
   return dest;
 }
@@ -69,16 +74,22 @@ afterEach(async () => {
   rig = undefined;
 });
 
-async function telemetryRig(policy: Partial<RolloutPolicy>): Promise<Rig> {
+async function telemetryRig(
+  policy: Partial<RolloutPolicy>,
+  pipelineConfig: Record<string, unknown> = {},
+  /** Runs once the model serves, before the pipeline exists. */
+  beforePipeline?: (host: ModelHost) => Promise<void>,
+): Promise<Rig> {
   const metrics = new Metrics({ processMetrics: false });
   const log = silentLogger();
   const host = new ModelHost('rul', MEAN_RUL, OPTIONS, metrics, log);
   if (!(await host.load())) throw new Error('mean-rul did not load');
+  await beforePipeline?.(host);
   const results: Result[] = [];
   const events: RolloutEvent[] = [];
   const pipeline = new TelemetryPipeline({
     name: 'engines',
-    config: PipelineConfig.parse({ sources: ['plant'], model: 'rul', budgetMs: 1000 }),
+    config: PipelineConfig.parse({ sources: ['plant'], model: 'rul', budgetMs: 1000, ...pipelineConfig }),
     deviceId: 'gw-t',
     engine: () => host.current(),
     sink: { saveResult: (r) => void results.push(r) },
@@ -178,5 +189,47 @@ describe('a new version of a telemetry model', () => {
     expect(outcome).toMatchObject({ state: 'rejected', reason: 'disagreement', version: '3' });
     expect(outcome.evidence).toMatchObject({ agreement: 1, scoreShift: -0.45 });
     expect(host.current()!.manifest.version).toBe('1');
+  });
+
+  describe('whose alert settings the pipeline overrides cannot work with', () => {
+    // mean-rul alerts below raise 30, clearing at 40; the pipeline moves clear to 45. A version
+    // raising at 50 would keep clear 45 below its raise: the pipeline could not use it.
+    const OVERRIDE = { alert: { clear: 45 } };
+
+    it('is refused as incompatible before it is tried', async () => {
+      rig = await telemetryRig({ shadowSamples: 10 }, OVERRIDE);
+      const { controller, host, events, pipeline } = rig;
+      rig.feed();
+      const outcome = await controller.tryVersion({
+        packageDir: await version('4', undefined, { raise: 50, clear: 60 }),
+      });
+      expect(outcome).toMatchObject({ state: 'rejected', reason: 'incompatible', version: '4' });
+      expect(outcome.message).toMatch(/pipeline engines cannot use its alert settings/);
+      expect(outcome.message).toMatch(/pipelines\.engines: alert clear 45 is below raise 50/);
+      expect(events.map((e) => [e.state, e.reason])).toEqual([['rejected', 'incompatible']]);
+      expect(host.current()!.manifest.version).toBe('1');
+      expect(host.candidate()).toBeUndefined();
+      await rig.stopFeeding();
+      expect(pipeline.snapshot().windowsSkipped.model_unavailable ?? 0).toBe(0);
+    });
+
+    it('once serving anyway, reports every skipped window to the watch as unavailable', async () => {
+      const conflicting = await version('5', undefined, { raise: 50, clear: 60 });
+      // Loaded before the pipeline registered its check, as no rollout would, to reach the
+      // pipeline's own guard.
+      rig = await telemetryRig({}, OVERRIDE, async (host) => {
+        await host.loadCandidate(conflicting, '5');
+      });
+      const { host, pipeline, results } = rig;
+      const seen: LiveObservation[] = [];
+      host.watch({ observe: (o) => void seen.push(o) });
+      await host.promoteCandidate();
+      rig.feed();
+      await until('skipped windows reported', () => (seen.length >= 5 ? true : undefined));
+      await rig.stopFeeding();
+      expect(results).toEqual([]);
+      expect(seen.every((o) => o.outcome === 'unavailable' && o.version === '5')).toBe(true);
+      expect(pipeline.snapshot().windowsSkipped.model_unavailable).toBe(seen.length);
+    });
   });
 });
