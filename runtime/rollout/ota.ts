@@ -53,6 +53,8 @@ const TAGGED_STATES = new Set(['shadow', 'promoted', 'rejected', 'rolled_back'])
 export class ModelRollouts {
   private readonly controllers = new Map<string, RolloutController>();
   private readonly followers = new Map<string, ModelFollower>();
+  /** Registry tag writes, in event order. */
+  private tags: Promise<void> = Promise.resolve();
 
   private constructor(
     private readonly loaded: LoadedConfig,
@@ -203,6 +205,7 @@ export class ModelRollouts {
   async stop(): Promise<void> {
     for (const f of this.followers.values()) await f.stop();
     for (const c of this.controllers.values()) await c.close();
+    await this.tags;
     rmSync(path.join(resolvePath(this.loaded, this.config.storeDir), OWNER_FILE), { force: true });
   }
 
@@ -211,16 +214,19 @@ export class ModelRollouts {
     if (!this.config.reportTags || !r || !TAGGED_STATES.has(event.state)) return;
     const prefix = `vigil.${event.device}`;
     const reason = event.reason ? `${event.reason}: ${event.message}` : event.message;
-    void (async () => {
+    // One after another, in the order of the events: a later decision's tags must never be
+    // overwritten by an earlier event's write that happened to finish last.
+    this.tags = this.tags.then(async () => {
       try {
-        await this.client.setVersionTag(r.name, r.version, `${prefix}.state`, event.state);
+        // The reason first: whoever sees the new state also sees its reason.
         await this.client.setVersionTag(r.name, r.version, `${prefix}.reason`, reason.slice(0, 4_000));
+        await this.client.setVersionTag(r.name, r.version, `${prefix}.state`, event.state);
       } catch (err) {
         this.log.warn(
           { version: r.version, err: errorMessage(err) },
           `could not report ${event.state} of version ${r.version} to the registry: ${errorMessage(err)}`,
         );
       }
-    })();
+    });
   }
 }
