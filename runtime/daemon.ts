@@ -365,7 +365,15 @@ export class Daemon {
     const telemetry: Record<string, SourceTelemetryStats & { state: string }> = {};
     for (const [n, s] of this.sources) {
       if (s.type.startsWith('camera-') || !this.ingest) continue;
-      telemetry[n] = { state: s.state(), ...this.ingest.statsFor(n) };
+      // A snapshot: the live counters keep changing, and a report written later (vigil simulate
+      // serialises it after the daemon stopped) must show the counts of this moment.
+      const stats = this.ingest.statsFor(n);
+      telemetry[n] = {
+        state: s.state(),
+        ...stats,
+        readings: { ...stats.readings },
+        rejected: { ...stats.rejected },
+      };
     }
     return {
       device: this.loaded.config.device.id,

@@ -37,9 +37,10 @@ import { freePort } from '../helpers/ports.js';
  *      goes on to its shadow. (test/modelstore/crash.test.ts aims kills at each step of an
  *      install — verify, fsync, rename, state write, prune — far more precisely than an e2e
  *      test can; this one shows the daemon puts the pieces back together.)
- *  (e) a regression after a forced promotion: the slow version, promoted by hand while in
- *      shadow, misses the pipeline budget on live frames and the gateway rolls back by itself;
- *      the rollback shows in the status, on MQTT, in the registry tags and in the model store.
+ *  (e) a regression after a forced promotion: a version whose outputs are NaN, promoted by hand
+ *      while in shadow with the line stopped (so nothing judged it), fails on the first live
+ *      frames and the gateway rolls back by itself (deterministic: no timing is involved); the
+ *      rollback shows in the status, on MQTT, in the registry tags and in the model store.
  */
 
 const SHIPPED = path.join(ROOT, 'models/defect/packages/defect-int8-onnx');
@@ -414,7 +415,7 @@ describe('over-the-air rollout when the registry, the network or the power fail 
 
   it('(c) recovers from a SIGKILL while a downloaded version is being verified and installed', async () => {
     await stopGateway();
-    // A long shadow from here on: (c) only needs the version tried, (e) needs it to stay in shadow.
+    // A long shadow from here on: (c) only needs the version tried, (e) needs its version to stay in shadow.
     const longShadow = { shadowSamples: 100_000, shadowMaxSeconds: 600 };
     let killedAt = 0;
     await startGateway(longShadow, (line, d) => {
@@ -460,23 +461,25 @@ describe('over-the-air rollout when the registry, the network or the power fail 
   });
 
   it('(e) rolls back by itself when a version promoted by hand regresses on live frames', async () => {
-    v.slowAgain = await register(path.join(FIXTURES, 'slow'));
-    await waitFor('slow version in shadow', eventFor(v.slowAgain, 'shadow'), 30_000);
-    // A busier line: 20 frames a second, more than the slow version can take.
+    // A version that fails on live inputs but was never seen failing: no frames while it is in
+    // shadow (the line is stopped), so nothing judges it before an engineer promotes it by hand.
+    // Its outputs are NaN, so the first live frame after the promotion is a regression, whatever
+    // the machine's speed.
     await stopCamera();
-    startCamera(20);
-    // Its shadow would take 100 000 frames: an engineer promotes it by hand instead.
+    v.regressing = await register(path.join(FIXTURES, 'nan'));
+    await waitFor('NaN version in shadow', eventFor(v.regressing, 'shadow'), 30_000);
     const res = await fetch(`${daemon!.url}/api/v1/models/defect/promote`, { method: 'POST' });
     expect(res.status).toBe(200);
-    expect(await res.json()).toMatchObject({ state: 'promoted', reason: 'manual', version: '1.3.0' });
+    expect(await res.json()).toMatchObject({ state: 'promoted', reason: 'manual', version: '1.2.0' });
 
-    // On live frames it misses the 100 ms pipeline budget, and the watch rolls it back.
+    // The line starts again: the watch sees NaN and rolls it back.
+    startCamera(8);
     const back = await waitFor(
       'regression rolled back',
       () => events.find((e) => e.state === 'rolled_back' && e.reason === 'regression'),
       30_000,
     );
-    expect(back).toMatchObject({ from: '1.3.0', to: '1.7.0' });
+    expect(back).toMatchObject({ from: '1.2.0', to: '1.7.0' });
     const r = await rollout();
     expect(r.active.version).toBe('1.7.0');
     expect(r.lastDecision).toMatchObject({ state: 'rolled_back', reason: 'regression' });
@@ -485,7 +488,7 @@ describe('over-the-air rollout when the registry, the network or the power fail 
     // Which registry version was rolled back, for dashboards, the registry and the model store.
     expect.soft(back.registered, 'rolled_back event names the registry version rolled back').toMatchObject({
       name: NAME,
-      version: v.slowAgain,
+      version: v.regressing,
     });
     // The model store follows the decision a moment after the event: give it a few seconds.
     const readState = async () =>
@@ -503,14 +506,14 @@ describe('over-the-air rollout when the registry, the network or the power fail 
     ).catch(readState);
     expect.soft(state.active, 'model store active version after the rollback').toBe(v.big);
     expect
-      .soft(state.rejected[v.slowAgain]?.reason, 'model store refusal of the rolled-back version')
+      .soft(state.rejected[v.regressing]?.reason, 'model store refusal of the rolled-back version')
       .toBe('regression');
     const key = `vigil.${DEVICE}.state`;
     const tag = await waitFor(
       'registry tag rolled_back',
-      async () => ((await tags(v.slowAgain))[key] === 'rolled_back' ? 'rolled_back' : undefined),
+      async () => ((await tags(v.regressing))[key] === 'rolled_back' ? 'rolled_back' : undefined),
       5_000,
-    ).catch(async () => (await tags(v.slowAgain))[key]);
+    ).catch(async () => (await tags(v.regressing))[key]);
     expect.soft(tag, 'registry tag of the rolled-back version').toBe('rolled_back');
   });
 });
