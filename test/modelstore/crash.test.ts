@@ -9,7 +9,7 @@ import { loadModelPackage } from '../../runtime/model/package.js';
 import { ModelState } from '../../runtime/modelstore/state.js';
 import { ModelStore } from '../../runtime/modelstore/store.js';
 import { SHIPPED_PACKAGE } from '../helpers/model-packages.js';
-import { bundleChild } from './bundle.js';
+import { bundleChild } from '../helpers/bundle-child.js';
 
 const MODEL = 'defect';
 /** Large enough that copying, syncing or deleting a version takes a few milliseconds. */
@@ -96,7 +96,7 @@ describe('model store under SIGKILL', () => {
 
   beforeAll(async () => {
     root = mkdtempSync(path.join(os.tmpdir(), 'vigil-modelstore-crash-'));
-    bundle = await bundleChild('install-loop.ts');
+    bundle = await bundleChild('test/modelstore/install-loop.ts');
   });
   afterAll(() => {
     rmSync(root, { recursive: true, force: true });

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { StoreConfig } from '../../runtime/config/schema.js';
 import { silentLogger } from '../../runtime/log.js';
 import { Store } from '../../runtime/store/store.js';
-import { bundleChild } from './helpers.js';
+import { bundleChild } from '../helpers/bundle-child.js';
 
 const ROUNDS = 10;
 
@@ -60,7 +60,7 @@ describe('store under SIGKILL', () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'vigil-crash-'));
-    bundle = await bundleChild('crash-writer.ts');
+    bundle = await bundleChild('test/store/crash-writer.ts');
   });
   afterAll(() => {
     rmSync(dir, { recursive: true, force: true });

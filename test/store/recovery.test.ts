@@ -21,7 +21,8 @@ import { StoreConfig } from '../../runtime/config/schema.js';
 import { silentLogger } from '../../runtime/log.js';
 import { Metrics } from '../../runtime/ops/metrics.js';
 import { Store } from '../../runtime/store/store.js';
-import { LEVEL, bundleChild, captureLogger, readings } from './helpers.js';
+import { bundleChild } from '../helpers/bundle-child.js';
+import { LEVEL, captureLogger, readings } from './helpers.js';
 
 const cfg = StoreConfig.parse({ path: 'x', minFreeDiskMiB: 0 });
 const PAGE = 4096;
@@ -185,7 +186,7 @@ describe('a store this user may not write', () => {
   const asUser = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
 
   beforeAll(async () => {
-    probe = await bundleChild('open-probe.ts');
+    probe = await bundleChild('test/store/open-probe.ts');
   });
   afterAll(() => rmSync(probe.dir, { recursive: true, force: true }));
   beforeEach(() => {

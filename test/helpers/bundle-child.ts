@@ -8,17 +8,19 @@ import { build } from 'esbuild';
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
 /**
- * Bundles a TypeScript entry under test/modelstore (and the runtime code it imports) into one ES
- * module that plain `node` runs as a child process; packages stay imports of their installed
- * files, by absolute path, so that the bundle runs from a temporary folder.
+ * Bundles a TypeScript entry (a path from the repository root, e.g. test/store/crash-writer.ts)
+ * and the runtime code it imports into one ES module that plain `node` runs as a child process —
+ * the crash tests SIGKILL such children. Packages stay imports of their installed files, by
+ * absolute path, so that the bundle runs from a temporary folder; the folder and the file are
+ * readable by every user, for children started under another uid.
  */
 export async function bundleChild(entry: string): Promise<{ file: string; dir: string }> {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'vigil-modelstore-child-'));
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'vigil-child-'));
   chmodSync(dir, 0o755);
   const file = path.join(dir, `${path.basename(entry, '.ts')}.mjs`);
   const resolveFromRoot = createRequire(path.join(ROOT, 'package.json'));
   await build({
-    entryPoints: [path.join(ROOT, 'test/modelstore', entry)],
+    entryPoints: [path.join(ROOT, entry)],
     outfile: file,
     bundle: true,
     platform: 'node',
@@ -38,5 +40,6 @@ export async function bundleChild(entry: string): Promise<{ file: string; dir: s
       },
     ],
   });
+  chmodSync(file, 0o644);
   return { file, dir };
 }
