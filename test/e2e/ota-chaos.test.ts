@@ -8,14 +8,13 @@ import { RegistryConfig } from '../../runtime/config/registry.js';
 import { loadModelPackage } from '../../runtime/model/package.js';
 import { MlflowRegistryClient } from '../../runtime/registry/mlflow.js';
 import type { RolloutEvent } from '../../runtime/rollout/types.js';
-import { SimCamera } from '../../simulator/camera/camera.js';
-import { renderFrame } from '../../simulator/camera/render.js';
-import { HttpSink } from '../../simulator/camera/sinks.js';
 import { ROOT, startDaemon, waitFor, type RunningDaemon } from '../helpers/daemon.js';
 import { startFaultProxy, type FaultProxy, type ProxiedRequest } from '../helpers/http-fault-proxy.js';
 import { registerPackage, startMlflow, type RunningMlflow } from '../helpers/mlflow.js';
 import { PackageWorkshop, makeVersion, sha256 } from '../helpers/model-packages.js';
 import { startMosquitto, type RunningMosquitto } from '../helpers/mosquitto.js';
+import type { SimCamera } from '../../simulator/camera/camera.js';
+import { startLineCamera, stopLineCamera } from '../helpers/line-camera.js';
 import { freePort } from '../helpers/ports.js';
 
 /**
@@ -150,7 +149,7 @@ async function startGateway(
             shadowSamples: 10,
             shadowMaxSeconds: 60,
             watchSamples: 10,
-            // The slow fixture needs 70 ms or more per frame; the others a few.
+            // The slow fixture needs several hundred ms per frame on any machine; the others a few.
             maxLatencyMs: 50,
             maxBudgetViolationRate: 0.3,
             ...rollout,
@@ -178,23 +177,11 @@ async function startGateway(
 
 /** Frames to the daemon's camera endpoint at `fps`. */
 function startCamera(fps: number): void {
-  camera = new SimCamera({
-    name: 'cam',
-    fps,
-    width: 320,
-    height: 240,
-    defectRate: 0.3,
-    seed: 5,
-    format: 'jpeg',
-    sink: new HttpSink(`http://127.0.0.1:${camPort}/frames`),
-    render: renderFrame,
-  });
-  camera.start();
+  camera = startLineCamera(camPort, fps, 5);
 }
 
 async function stopCamera(): Promise<void> {
-  camera?.stop();
-  await camera?.finished.catch(() => undefined);
+  await stopLineCamera(camera);
   camera = undefined;
 }
 

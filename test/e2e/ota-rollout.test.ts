@@ -7,13 +7,12 @@ import { stringify } from 'yaml';
 import { RegistryConfig } from '../../runtime/config/registry.js';
 import { MlflowRegistryClient } from '../../runtime/registry/mlflow.js';
 import type { RolloutEvent } from '../../runtime/rollout/types.js';
-import { SimCamera } from '../../simulator/camera/camera.js';
-import { renderFrame } from '../../simulator/camera/render.js';
-import { HttpSink } from '../../simulator/camera/sinks.js';
 import { ROOT, startDaemon, waitFor, type RunningDaemon } from '../helpers/daemon.js';
 import { generateKeys, registerPackage, startMlflow, type RunningMlflow } from '../helpers/mlflow.js';
 import { copyPackage, corruptFile } from '../helpers/model-packages.js';
 import { startMosquitto, type RunningMosquitto } from '../helpers/mosquitto.js';
+import type { SimCamera } from '../../simulator/camera/camera.js';
+import { startLineCamera, stopLineCamera } from '../helpers/line-camera.js';
 import { freePort } from '../helpers/ports.js';
 
 /**
@@ -84,23 +83,11 @@ async function startGateway(): Promise<void> {
     }),
   );
   daemon = await startDaemon(config, httpPort, { timeoutMs: 60_000 });
-  camera = new SimCamera({
-    name: 'cam',
-    fps: 8,
-    width: 320,
-    height: 240,
-    defectRate: 0.3,
-    seed: 3,
-    format: 'jpeg',
-    sink: new HttpSink(`http://127.0.0.1:${camPort}/frames`),
-    render: renderFrame,
-  });
-  camera.start();
+  camera = startLineCamera(camPort, 8, 3);
 }
 
 async function stopGateway(): Promise<void> {
-  camera?.stop();
-  await camera?.finished.catch(() => undefined);
+  await stopLineCamera(camera);
   camera = undefined;
   if (daemon) expect(await daemon.stop()).toBe(0);
   daemon = undefined;
