@@ -1,3 +1,4 @@
+import type { PipelineObserver } from './pipeline/observer.js';
 import { createSource } from '../adapters/index.js';
 import { resolvePath, type LoadedConfig } from './config/load.js';
 import type { EngineOptions } from './engines/engine.js';
@@ -7,7 +8,11 @@ import { isImageManifest, isTelemetryManifest } from './model/manifest.js';
 import { peekModelKind } from './model/package.js';
 import type { Logger } from './log.js';
 import { startOpsServer, type HealthReport } from './ops/http.js';
+import { opsToken } from './ops/auth.js';
+import { warnIfRoot } from './ops/privileges.js';
 import { Metrics } from './ops/metrics.js';
+import { FrameGallery } from './ops/frame-gallery.js';
+import { PipelineHistory, metricDrops } from './ops/history.js';
 import { Pipeline, type PipelineContext, type PipelineStats } from './pipeline/pipeline.js';
 import type { FrameSample } from './pipeline/sample.js';
 import type { Source } from './pipeline/source.js';
@@ -22,6 +27,7 @@ import { withDeadline } from './lifecycle.js';
 import { UpstreamForwarder } from './forward/upstream.js';
 import { StoreUpkeep } from './upkeep.js';
 import { ModelRollouts } from './rollout/ota.js';
+import { DriftMonitor } from './drift/monitor.js';
 import { VERSION } from './version.js';
 
 export interface DaemonHooks {
@@ -50,8 +56,13 @@ export class Daemon {
   private upstream: UpstreamForwarder | undefined;
   private upkeep: StoreUpkeep | undefined;
   private rollouts: ModelRollouts | undefined;
+  private drift: DriftMonitor | undefined;
   private ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
   private readonly startedAt = new Date();
+  /** Told about every scored sample of every pipeline (status page gallery, drift monitor). */
+  private readonly observers: PipelineObserver[] = [];
+  /** The status page's latency, throughput and drops over the last minutes (with the ops server). */
+  private history: PipelineHistory | undefined;
   private stopping: Promise<void> | undefined;
   /** Set once every component, sources included, has been started: part of readiness. */
   private started = false;
@@ -83,14 +94,27 @@ export class Daemon {
     const { config } = this.loaded;
     const log = this.log;
     log.info({ device: config.device.id, config: this.loaded.file, version: VERSION }, 'vigil starting');
+    warnIfRoot(log);
 
     if (config.http.enabled) {
+      // The status page's views watch every scored sample: the latest frames (references, not
+      // copies) and per-interval latency; without the ops server nobody could look at them.
+      const gallery = new FrameGallery();
+      this.history = new PipelineHistory({
+        budgets: Object.fromEntries(Object.entries(config.pipelines).map(([n, pc]) => [n, pc.budgetMs])),
+        drops: metricDrops(this.metrics),
+        log: log.child({ component: 'status-page' }),
+      });
+      this.observers.push(gallery, this.history);
+      this.history.start();
       this.ops = await startOpsServer({
         host: config.http.host,
         port: config.http.port,
         log: log.child({ component: 'http' }),
         registry: this.metrics.registry,
+        token: opsToken(config.http, { resolvePath: (p) => resolvePath(this.loaded, p) }),
         health: () => this.health(),
+        statusPage: { gallery, history: this.history },
         api: {
           status: () => this.status(),
           alerts: (limit: number) => this.store?.recentAlerts(limit) ?? [],
@@ -159,6 +183,7 @@ export class Daemon {
     this.publisher = new MqttPublisher({
       config: config.mqtt,
       deviceId: config.device.id,
+      resolvePath: (p) => resolvePath(this.loaded, p),
       log: log.child({ component: 'mqtt' }),
       version: VERSION,
       outbox: this.store,
@@ -166,6 +191,17 @@ export class Daemon {
       status: () => this.status(),
     });
     await this.publisher.start();
+
+    // Drift of every pipeline against its model's reference statistics (docs/DRIFT.md).
+    this.drift = new DriftMonitor({
+      deviceId: config.device.id,
+      configs: Object.fromEntries(Object.entries(config.pipelines).map(([n, pc]) => [n, pc.drift])),
+      sink: this.store,
+      publisher: this.publisher,
+      metrics: this.metrics,
+      log: log.child({ component: 'drift' }),
+    });
+    this.observers.push(this.drift);
 
     for (const [name, pc] of Object.entries(config.pipelines)) {
       const model = this.models.get(pc.model)!;
@@ -182,6 +218,7 @@ export class Daemon {
         onAlertPublished: this.hooks.onAlertPublished,
         // A new version in shadow runs beside the current one; after a promotion it is watched.
         rollout: model,
+        observers: this.observers,
       };
       if ((await this.pipelineKind(name, model)) === 'telemetry') {
         const p = new TelemetryPipeline(common);
@@ -386,6 +423,7 @@ export class Daemon {
       store: this.storeStatus(),
       upstream: this.upstream?.status() ?? { enabled: false },
       ...(this.rollouts ? { rollout: this.rollouts.status() } : {}),
+      drift: this.drift?.status() ?? {},
     };
   }
 
@@ -441,11 +479,14 @@ export class Daemon {
     if (this.gaugeTimer) clearInterval(this.gaugeTimer);
     if (this.outboxTimer) clearInterval(this.outboxTimer);
     if (this.statusTimer) clearInterval(this.statusTimer);
+    this.history?.stop();
     for (const [name, s] of this.sources) await withDeadline(`source ${name}`, s.stop(), left(5_000), log);
     for (const [name, p] of this.pipelines)
       await withDeadline(`pipeline ${name}`, p.stop(), left(5_000), log);
     for (const [name, p] of this.telemetryPipelines)
       await withDeadline(`pipeline ${name}`, p.stop(), left(5_000), log);
+    // After the pipelines, whose last samples it may still evaluate; before the publisher it sends with.
+    if (this.drift) await withDeadline('drift monitor', this.drift.stop(), left(2_000), log);
     try {
       this.ingest?.close();
     } catch (err) {

@@ -12,14 +12,21 @@ export function refusalCode(err: Error): number | undefined {
   return typeof code === 'number' && REFUSAL_CODES.has(code) ? code : undefined;
 }
 
-/** The broker URL without any password, for logs and messages. */
+/**
+ * A URL for logs and messages: without its user name and password (user:password@host), so that
+ * no credential written into a URL ever reaches a log line, an error message or a status page.
+ */
 export function redactUrl(url: string): string {
   try {
     const u = new URL(url);
-    if (u.password) u.password = '***';
+    if (!u.username && !u.password) return url;
+    u.username = '';
+    u.password = '';
     return u.toString();
   } catch {
-    return url;
+    // Not a URL to Node, but it may still carry credentials: cut everything before the last '@'
+    // of the authority.
+    return url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/?#]*@/i, '$1');
   }
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the real components the tests talk to are installed:
 #  - Debian packages: Mosquitto (MQTT broker), socat (serial pseudo-terminal pairs), openssl
-#    (certificates for the OPC-UA security tests);
+#    (certificates for the OPC-UA security tests), debootstrap, qemu-user-static and an aarch64
+#    cross compiler (install and ARM64 tests), Chromium (status page test);
 #  - a Python virtual environment outside the clone with the independent protocol peers
 #    (asyncua, an OPC-UA server from another implementation), from test/peers/requirements.txt;
 #  - a second one with the real MLflow tracking server and client (model registry tests), from
@@ -17,6 +18,12 @@ command -v mosquitto_passwd >/dev/null 2>&1 || [ -x /usr/bin/mosquitto_passwd ] 
 command -v socat >/dev/null 2>&1 || missing+=(socat)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# The install test (a fresh Debian root), the ARM64 smoke test (qemu user emulation, native
+# modules cross-compiled) and the status page test (Debian's Chromium, driven by playwright-core).
+command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+command -v qemu-aarch64-static >/dev/null 2>&1 || missing+=(qemu-user-static)
+command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || missing+=(g++-aarch64-linux-gnu)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

@@ -186,14 +186,21 @@ export class FolderCameraSource implements Source {
     for (const base of names) {
       if (this.isIgnoredName(base)) continue;
       const file = path.join(this.dir, base);
-      if (this.pending.has(file)) continue;
+      // A file the watcher announced but that was not looked at yet is re-queued in age order
+      // below: an event that arrives while the folder is listed must not make it jump the queue.
+      if ((this.pending.get(file)?.size ?? -1) !== -1) continue;
       const s = await stat(file).catch(() => undefined);
       if (!s?.isFile()) continue;
       if (this.settled.get(file) === signatureOf(s.size, s.mtimeMs)) continue;
       found.push({ file, mtimeMs: s.mtimeMs });
     }
     found.sort((a, b) => a.mtimeMs - b.mtimeMs || a.file.localeCompare(b.file));
-    for (const f of found) this.noticed(f.file);
+    for (const f of found) {
+      const entry = this.pending.get(f.file);
+      if (entry && entry.size !== -1) continue; // checked meanwhile: keep its place
+      this.pending.delete(f.file);
+      this.noticed(f.file);
+    }
   }
 
   private schedulePoll(delayMs: number): void {

@@ -26,10 +26,17 @@ const MAX_ORIGIN_LENGTH = 200;
 /** How long stop() waits for requests in progress before it cuts their sockets. */
 const STOP_GRACE_MS = 1000;
 
+/** An id a client may give its frame (X-Request-Id): short, printable, safe in logs, topics and SQL. */
+const CLIENT_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+/** W3C trace context: version-traceid-parentid-flags; the trace id names the frame. */
+const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
+
 /**
  * Frames POSTed over HTTP: `POST <path>` with the encoded JPEG or PNG as the body. Answers 202
  * with the sample id once the frame is handed to the pipelines; every refusal answers with a JSON
- * `{error, code}` naming the problem and is counted through ctx.reject.
+ * `{error, code}` naming the problem and is counted through ctx.reject. A client that names its
+ * frame (X-Request-Id, or the trace id of a W3C traceparent header) gets that name as the sample
+ * id, so that its own logs, Vigil's logs, the stored result and the alert share one id.
  */
 export class HttpCameraSource implements Source {
   readonly type = 'camera-http';
@@ -228,7 +235,14 @@ export class HttpCameraSource implements Source {
           origin,
         );
       }
-      const id = uuidv7();
+      const given = clientId(req);
+      const id = given ?? uuidv7();
+      if (this.log.isLevelEnabled('debug')) {
+        this.log.debug(
+          { sampleId: id, origin, bytes: data.length, idFromClient: given !== undefined },
+          'frame received',
+        );
+      }
       this.ctx.emit({
         kind: 'frame',
         id,
@@ -240,6 +254,7 @@ export class HttpCameraSource implements Source {
         contentType:
           mediaType === '' || mediaType === 'application/octet-stream' ? `image/${type}` : mediaType,
       });
+      res.setHeader('X-Request-Id', id);
       sendJson(res, 202, { id });
     });
   }
@@ -269,6 +284,22 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const value = req.headers[name];
+  return (Array.isArray(value) ? value[0] : value)?.trim();
+}
+
+/**
+ * The client's id for the frame: X-Request-Id when it is a sane id (else ignored, and the frame
+ * gets one of ours), else the trace id of a traceparent header.
+ */
+function clientId(req: IncomingMessage): string | undefined {
+  const requestId = header(req, 'x-request-id');
+  if (requestId !== undefined && CLIENT_ID.test(requestId)) return requestId;
+  const trace = TRACEPARENT.exec(header(req, 'traceparent') ?? '')?.[1];
+  return trace !== undefined && !/^0+$/.test(trace) ? trace : undefined;
 }
 
 /** The client's name for the frame (X-Frame-Origin or ?origin=), else `<remote address>#<n>`. */

@@ -10,6 +10,7 @@ import {
 } from 'mqtt';
 import { Backoff } from '../../runtime/backoff.js';
 import type { MqttConnection } from '../../runtime/config/sources/mqtt.js';
+import { readSecret } from '../../runtime/config/secrets.js';
 import { VigilError, errorMessage } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/log.js';
 import { redactUrl, refusalCode, withTimeout } from '../../runtime/mqtt-connect.js';
@@ -127,8 +128,15 @@ export class SourceMqttClient {
       initialMs: config.reconnect.initialDelayMs,
       maxMs: Math.max(config.reconnect.initialDelayMs, config.reconnect.maxDelayMs),
     });
-    const env = opts.env ?? process.env;
-    this.password = config.password ?? (config.passwordEnv ? env[config.passwordEnv] : undefined);
+    this.password = readSecret(
+      {
+        key: `sources.${sourceName}.password`,
+        value: config.password,
+        file: config.passwordFile,
+        envName: config.passwordEnv,
+      },
+      { env: opts.env, resolvePath: (f) => opts.ctx.resolvePath(f) },
+    );
     if (config.password === undefined && config.passwordEnv && this.password === undefined) {
       this.log.warn(
         { passwordEnv: config.passwordEnv },

@@ -2,6 +2,7 @@ import client from 'node-opcua-client';
 import type { ClientSubscription, NotificationMessage, NodeId as NodeIdObject } from 'node-opcua-client';
 import { Backoff, sleep } from '../../runtime/backoff.js';
 import type { OpcUaItem, OpcUaSourceConfig } from '../../runtime/config/sources/opcua.js';
+import { readSecret } from '../../runtime/config/secrets.js';
 import { VigilError, errorMessage } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/log.js';
 import type { Source, SourceContext, SourceState } from '../../runtime/pipeline/source.js';
@@ -141,11 +142,25 @@ export class OpcUaSource implements Source {
     routeNodeOpcuaLogs(this.ctx.log.child({ component: 'node-opcua' }));
     const auth = this.config.auth;
     if (auth) {
-      this.password = auth.password ?? process.env[auth.passwordEnv];
+      try {
+        this.password = readSecret(
+          {
+            key: `sources.${this.name}.auth.password`,
+            value: auth.password,
+            file: auth.passwordFile,
+            envName: auth.passwordEnv,
+          },
+          { resolvePath: (f) => this.ctx.resolvePath(f) },
+        );
+      } catch (err) {
+        this.current = 'stopped';
+        this.stopped = true;
+        throw err;
+      }
       if (this.password === undefined) {
         this.log.warn(
           { passwordEnv: auth.passwordEnv },
-          `no password for OPC-UA user '${auth.username}': set auth.password or the environment variable ${auth.passwordEnv}; trying an empty one`,
+          `no password for OPC-UA user '${auth.username}': set auth.passwordFile, auth.password or the environment variable ${auth.passwordEnv}; trying an empty one`,
         );
       }
     }

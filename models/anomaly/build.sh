@@ -23,4 +23,6 @@ validate_packages "$here/packages"
 say "checking that onnxruntime-node reproduces the Python reference outputs"
 cd "$repo"
 npx vitest run test/engines/machine-models-parity.test.ts
+say "computing the reference distributions for drift monitoring (vigil models reference)"
+(cd "$repo" && npm run build --silent && node dist/runtime/cli/main.js models reference "$here"/packages/*/)
 say "done in $(( $(date +%s) - started )) s"

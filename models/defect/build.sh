@@ -78,4 +78,6 @@ for pkg in "$here"/packages/*/; do
 done
 say "checking that the Node runtimes reproduce the Python reference outputs"
 node "$here/check-node-parity.mjs" "$repo"
+say "computing the reference distributions for drift monitoring (vigil models reference)"
+(cd "$repo" && npm run build --silent && node dist/runtime/cli/main.js models reference "$here"/packages/*/)
 say "done in $(( $(date +%s) - started )) s"

@@ -4,6 +4,7 @@ import { VigilConfig } from '../config/schema.js';
 import { configReferenceMarkdown } from '../config/docs.js';
 import { ConfigError, VigilError, errorMessage } from '../errors.js';
 import { loadModelPackage } from '../model/package.js';
+import { plainTextSecrets } from '../config/secrets.js';
 
 /**
  * `vigil config check FILE`: the schema first (every problem as `path: message`), then what the
@@ -21,6 +22,8 @@ export async function configCheckCommand(file: string): Promise<void> {
     process.exitCode = 2;
     return;
   }
+  // Warnings, not problems: a literal password works, it is only worse kept.
+  for (const w of plainTextSecrets(loaded.config)) console.error(`warning: ${w.path}: ${w.message}`);
   const problems: string[] = [];
   for (const [name, m] of Object.entries(loaded.config.models)) {
     try {

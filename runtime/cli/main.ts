@@ -112,12 +112,39 @@ models
   .description('List model packages in a folder (default: the shipped models/)')
   .argument('[dir]', 'folder to search')
   .action(async (dir?: string) => modelsListCommand(dir));
+models
+  .command('reference')
+  .description(
+    "Compute packages' reference distributions for drift monitoring from the data they were built from, through Vigil's own preprocessing and engine, and write them into vigil.json (docs/DRIFT.md)",
+  )
+  .argument('<packages...>', 'model package folders')
+  .option('--data <kind>', 'camera, cmapss, pump or spindle (default: from the model)')
+  .option('--count <n>', 'samples to draw (camera frames, or runs)')
+  .option('--seed <n>', 'seed of the simulator data (a held-out one by default)')
+  .option(
+    '--defect-rate <r>',
+    'share of defective frames in the camera reference (a production-like 0.2 by default)',
+  )
+  .option('--cmapss-dir <dir>', "folder of NASA's C-MAPSS files")
+  .option('--runs <n>', 'simulated run-to-failure runs (pump, spindle)')
+  .option('--dry-run', 'print the reference without writing it')
+  .action(async (packages: string[], opts: Record<string, string | boolean | undefined>) => {
+    const { modelsReferenceCommand } = await import('./models-reference.js');
+    for (const dir of packages) {
+      const code = await modelsReferenceCommand(dir, opts);
+      if (code !== 0) process.exitCode = code;
+    }
+  });
 const rolloutCommand = (name: string, description: string) =>
   models
     .command(name)
     .description(description)
     .requiredOption('-c, --config <file>', "the daemon's config (registry, model store, HTTP address)")
     .option('--url <url>', 'ops HTTP base URL of the running daemon (default from the config)')
+    .option(
+      '--token-file <file>',
+      'file holding the ops token for promote, rollback and pull (default: http.tokenFile of the config, else $VIGIL_HTTP_TOKEN)',
+    )
     .option('--json', 'print JSON');
 rolloutCommand(
   'pull',
@@ -209,6 +236,23 @@ program
   .action(async (opts: { config?: string; url?: string; json?: boolean }) => {
     const { statusCommand } = await import('./status.js');
     process.exitCode = await statusCommand(opts);
+  });
+
+program
+  .command('doctor')
+  .description(
+    'Check this gateway: Node.js, native modules, engines and execution providers or delegates, serial ports, broker and registry reachability, disk space, clock',
+  )
+  .option(
+    '-c, --config <file>',
+    'also check what this config names: its models, ports, brokers, registry, store',
+  )
+  .option('--json', 'print every check as JSON')
+  .option('--timeout-ms <n>', 'bound on each network check', int('--timeout-ms', 100), 5000)
+  .action(async (opts: { config?: string; json?: boolean; timeoutMs: number }) => {
+    // Loaded on demand: doctor reaches into every part of Vigil.
+    const { doctorCommand } = await import('./doctor.js');
+    process.exitCode = await doctorCommand(opts);
   });
 
 const opcua = program.command('opcua').description('OPC-UA tools');

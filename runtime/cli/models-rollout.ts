@@ -1,11 +1,13 @@
 import path from 'node:path';
 import { SingleBar, Presets } from 'cli-progress';
 import { loadConfigFile, resolvePath, type LoadedConfig } from '../config/load.js';
+import { readSecretFile } from '../config/secrets.js';
 import { ConfigError, errorMessage } from '../errors.js';
 import { createLogger, silentLogger } from '../log.js';
 import { loadPublicKeys } from '../model/signature.js';
 import { ModelStore } from '../modelstore/store.js';
 import { verifyPackage } from '../modelstore/verify.js';
+import { TOKEN_ENV, isLoopback } from '../ops/auth.js';
 import { MlflowRegistryClient } from '../registry/mlflow.js';
 import { storeOwner } from '../rollout/ota.js';
 
@@ -23,6 +25,8 @@ export interface ModelsCommandOptions {
   json?: boolean;
   /** pull: clear a refusal of the version and try it again. */
   retry?: boolean;
+  /** File holding the ops token (--token-file); else the config's http.tokenFile, else $VIGIL_HTTP_TOKEN. */
+  tokenFile?: string;
 }
 
 type Say = (line: string) => void;
@@ -45,13 +49,42 @@ function daemonUrl(loaded: LoadedConfig, url?: string): string {
   return `http://${h.includes(':') ? `[${h}]` : h}:${port}`;
 }
 
+/**
+ * The ops token the daemon wants on promote, rollback and check: --token-file, else the file
+ * named by the config's http.tokenFile, else $VIGIL_HTTP_TOKEN (the daemon's own order, so that
+ * both pick the same one when both are set); undefined when none is
+ * set (the daemon then answers with what to do). Prints the problem and returns null when a named
+ * file cannot be read.
+ */
+function opsToken(loaded: LoadedConfig, opts: ModelsCommandOptions): string | undefined | null {
+  try {
+    if (opts.tokenFile !== undefined) return readSecretFile('--token-file', opts.tokenFile);
+    const file = loaded.config.http.tokenFile;
+    if (file !== undefined) return readSecretFile('http.tokenFile', file, (f) => resolvePath(loaded, f));
+    return process.env[TOKEN_ENV] || undefined;
+  } catch (err) {
+    console.error(errorMessage(err));
+    return null;
+  }
+}
+
 async function ask(
   url: string,
   method: 'GET' | 'POST',
   route: string,
+  token?: string,
 ): Promise<{ status: number; body: unknown } | undefined> {
   try {
-    const res = await fetch(`${url}${route}`, { method, signal: AbortSignal.timeout(60_000) });
+    const u = new URL(url);
+    if (token !== undefined && method === 'POST' && u.protocol === 'http:' && !isLoopback(u.hostname))
+      console.error(
+        `warning: the ops token goes to ${u.host} over plain HTTP, readable by anyone on the way`,
+      );
+    const res = await fetch(`${url}${route}`, {
+      method,
+      signal: AbortSignal.timeout(60_000),
+      ...(token !== undefined && method === 'POST' ? { headers: { authorization: `Bearer ${token}` } } : {}),
+    });
     return { status: res.status, body: (await res.json()) as unknown };
   } catch {
     return undefined;
@@ -83,7 +116,9 @@ export async function modelsActionCommand(
   if (!loaded) return 2;
   if (!followed(loaded, model)) return 2;
   const url = daemonUrl(loaded, opts.url);
-  const answer = await ask(url, 'POST', `/api/v1/models/${encodeURIComponent(model)}/${action}`);
+  const token = opsToken(loaded, opts);
+  if (token === null) return 2;
+  const answer = await ask(url, 'POST', `/api/v1/models/${encodeURIComponent(model)}/${action}`, token);
   if (!answer) {
     console.error(
       `no Vigil daemon answers at ${url}: ${action} needs the running daemon (it owns the engines).`,
@@ -115,8 +150,10 @@ export async function modelsPullCommand(
   const url = daemonUrl(loaded, opts.url);
   let code = 0;
   if (await ask(url, 'GET', '/healthz')) {
+    const token = opsToken(loaded, opts);
+    if (token === null) return 2;
     for (const m of models) {
-      const answer = await ask(url, 'POST', `/api/v1/models/${encodeURIComponent(m)}/check`);
+      const answer = await ask(url, 'POST', `/api/v1/models/${encodeURIComponent(m)}/check`, token);
       const body = answer?.body as { version?: string | null; alias?: string; error?: string } | undefined;
       if (answer?.status === 200)
         say(

@@ -2,6 +2,7 @@ import { loadConfigFile } from '../config/load.js';
 import { Daemon } from '../daemon.js';
 import { ConfigError, VigilError, errorMessage } from '../errors.js';
 import { createLogger } from '../log.js';
+import { SystemdNotifier } from '../ops/sd-notify.js';
 
 /** `vigil run --config FILE`: the daemon, until SIGTERM or SIGINT. */
 export async function runCommand(file: string): Promise<void> {
@@ -27,9 +28,13 @@ export async function runCommand(file: string): Promise<void> {
     log.flush();
     process.exit(1);
   });
+  // Under systemd (Type=notify, WatchdogSec): ready once started, then a watchdog ping that only
+  // a turning event loop sends; a no-op anywhere else.
+  const notifier = new SystemdNotifier({ log: log.child({ component: 'systemd' }) });
   let daemon: Daemon;
   try {
     daemon = await Daemon.start(loaded, log);
+    notifier.ready(`${Object.keys(loaded.config.pipelines).length} pipelines running`);
   } catch (err) {
     log.fatal(
       { code: err instanceof VigilError ? err.code : undefined, err: errorMessage(err) },
@@ -46,6 +51,7 @@ export async function runCommand(file: string): Promise<void> {
       process.exit(1);
     }
     log.info({ signal }, 'stopping');
+    notifier.stopping();
     // The daemon bounds each step; this is the backstop should one of them not return at all.
     // Everything accepted is already committed, so exiting here loses nothing stored.
     const bound = loaded.config.shutdown.timeoutSeconds * 1000;
@@ -58,7 +64,8 @@ export async function runCommand(file: string): Promise<void> {
       process.exit(1);
     }, bound + 1_000).unref();
     daemon.stop().then(
-      () => {
+      async () => {
+        await notifier.close();
         log.flush();
         process.exit(0);
       },

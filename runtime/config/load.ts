@@ -48,7 +48,19 @@ export async function loadConfigFile(file: string): Promise<LoadedConfig> {
   return parseConfig(doc.toJS(), abs, path.dirname(abs));
 }
 
-/** Resolves a path from the config against the config file's folder. */
+/** The folder that relative `vigil-data/...` paths (the data defaults) name. */
+export const DATA_PREFIX = 'vigil-data';
+
+/**
+ * Resolves a path from the config against the config file's folder, except `vigil-data/...`
+ * (the defaults of the store, the model store and the OPC-UA PKI) under systemd: there the config
+ * lives in read-only /etc/vigil, and they go to the unit's state directory instead
+ * ($STATE_DIRECTORY, /var/lib/vigil with StateDirectory=vigil).
+ */
 export function resolvePath(loaded: LoadedConfig, p: string): string {
-  return path.isAbsolute(p) ? p : path.resolve(loaded.baseDir, p);
+  if (path.isAbsolute(p)) return p;
+  const state = process.env.STATE_DIRECTORY?.split(':')[0];
+  const parts = path.normalize(p).split(path.sep);
+  if (state && parts[0] === DATA_PREFIX) return path.join(state, ...parts.slice(1));
+  return path.resolve(loaded.baseDir, p);
 }

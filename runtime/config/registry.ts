@@ -13,16 +13,32 @@ export const RegistryConfig = z.strictObject({
       'Base URL of the MLflow tracking server (it must serve artifacts: mlflow server --serve-artifacts)',
     ),
   username: z.string().optional().describe('User name for HTTP basic auth (MLflow basic-auth app)'),
+  passwordFile: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'File holding the password for username (white space around it trimmed), relative to the config file; used before passwordEnv',
+    ),
   passwordEnv: z
     .string()
     .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name')
     .default('MLFLOW_TRACKING_PASSWORD')
-    .describe('Environment variable holding the password for username'),
+    .describe('Environment variable holding the password for username (when passwordFile is not set)'),
+  tokenFile: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'File holding a bearer token (white space around it trimmed), relative to the config file; used when no username is set, before tokenEnv',
+    ),
   tokenEnv: z
     .string()
     .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name')
     .default('MLFLOW_TRACKING_TOKEN')
-    .describe('Environment variable holding a bearer token (used when it is set and no username is)'),
+    .describe(
+      'Environment variable holding a bearer token (used when it is set, no username is and tokenFile is not set)',
+    ),
   tls: z
     .strictObject({
       ca: z.string().optional().describe('PEM file of the CA that signed the registry certificate'),

@@ -5,6 +5,7 @@ import { ModbusRtuSource, SerialLineSource } from './sources/serial.js';
 import { OpcUaSource } from './sources/opcua.js';
 import { TELEMETRY_DEFAULTS, TelemetryConfig } from './sources/telemetry.js';
 import { UpstreamConfig } from './upstream.js';
+import { DriftConfig } from './drift.js';
 import { ModelRegistrySource, RegistryConfig, RolloutPolicy } from './registry.js';
 
 export { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
@@ -180,6 +181,9 @@ export const PipelineConfig = z.strictObject({
     .describe(
       'Telemetry: windows of one asset waiting for the model at most; when the model falls behind the oldest is superseded and counted. 4 when absent',
     ),
+  drift: DriftConfig.optional().describe(
+    "Drift monitoring of this pipeline's inputs and outputs (docs/DRIFT.md); on with the defaults when absent",
+  ),
 });
 export type PipelineConfig = z.infer<typeof PipelineConfig>;
 
@@ -191,7 +195,19 @@ export const MqttConfig = z.strictObject({
     .describe('Broker URL; mqtts:// for TLS'),
   clientId: z.string().optional().describe('Defaults to vigil-<device id>'),
   username: z.string().optional().describe('User name, when the broker requires one'),
-  password: z.string().optional().describe('Or set VIGIL_MQTT_PASSWORD'),
+  password: z
+    .string()
+    .optional()
+    .describe(
+      'Password in plain text (vigil config check warns); prefer passwordFile or the VIGIL_MQTT_PASSWORD environment variable',
+    ),
+  passwordFile: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'File holding the password (white space around it trimmed), relative to the config file; used when password is not set, before VIGIL_MQTT_PASSWORD',
+    ),
   topicPrefix: z
     .string()
     .regex(/^[^#+]+$/, 'no MQTT wildcards')
@@ -277,8 +293,17 @@ export const HttpConfig = z.strictObject({
   host: z
     .string()
     .default('127.0.0.1')
-    .describe('Address to listen on; loopback keeps it private to the gateway'),
+    .describe(
+      'Address to listen on; loopback (the default) keeps it private to the gateway. Another address lets the network read /metrics, /api/v1/* and the status page (docs/SECURITY.md)',
+    ),
   port: port.default(8470).describe('TCP port'),
+  tokenFile: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'File holding the ops token (white space around it trimmed), relative to the config file; else the VIGIL_HTTP_TOKEN environment variable. Every request that changes state (POST, PUT, DELETE) must carry it as Authorization: Bearer <token>; without a token they are refused (docs/SECURITY.md)',
+    ),
 });
 
 export const VigilConfig = z

@@ -27,12 +27,23 @@ export const UpstreamConfig = z.strictObject({
   password: z
     .string()
     .optional()
-    .describe('Password; prefer passwordEnv so that the secret stays out of the config file'),
+    .describe(
+      'Password in plain text (vigil config check warns); prefer passwordFile or passwordEnv so that the secret stays out of the config file',
+    ),
+  passwordFile: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'File holding the password (white space around it trimmed), relative to the config file; used when password is not set',
+    ),
   passwordEnv: z
     .string()
     .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name')
     .default('VIGIL_UPSTREAM_PASSWORD')
-    .describe('Environment variable holding the password (used when password is not set)'),
+    .describe(
+      'Environment variable holding the password (used when neither password nor passwordFile is set)',
+    ),
   tls: MqttTls.optional().describe('TLS settings for mqtts:// URLs: CA, client certificate and key'),
   topicPrefix: z
     .string()

@@ -25,6 +25,10 @@ export interface Engine {
    * or for TFLite 'xnnpack', 'cpu' or 'delegate:<library>'. Shown in /readyz and metrics.
    */
   readonly provider: string;
+  /** What the config asked for, in order of preference (ONNX providers; TFLite 'xnnpack', 'cpu' or 'delegate:<library>'). */
+  readonly requested?: readonly string[] | undefined;
+  /** The asked-for providers that could not be used, each with the runtime's reason. */
+  readonly fallbacks?: ReadonlyArray<{ provider: string; reason: string }> | undefined;
   /** Inputs are float32 in model units (already normalised); quantization is the engine's job. */
   run(inputs: TensorMap): Promise<TensorMap>;
   close(): Promise<void>;

@@ -55,8 +55,16 @@ async function createSession(): Promise<{
   throw new Error(`no execution provider could load the model (${tried})`);
 }
 
+/**
+ * The first line, without onnxruntime's source location and failed assertion
+ * ("/onnxruntime_src/...cc:136 ... was false. Failed to get a WebGPU adapter: ..."): the reason
+ * is shown to operators in /readyz and the status page, who can act on the last part only.
+ */
 function firstLine(s: string): string {
-  return s.split('\n')[0]!.trim();
+  return s
+    .split('\n')[0]!
+    .trim()
+    .replace(/^\/onnxruntime_src\/\S+ .*? was false\.\s*/, '');
 }
 
 function describe(meta: readonly ort.InferenceSession.ValueMetadata[]): ModelTensorInfo[] {

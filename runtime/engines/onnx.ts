@@ -43,5 +43,14 @@ export async function createOnnxEngine(
         .join('; ')}); using '${ready.provider}' instead`,
     );
   }
-  return WorkerEngine.open(pkg, 'onnxruntime-node', worker, ready, label, started, options.warmupRuns);
+  return WorkerEngine.open(
+    pkg,
+    'onnxruntime-node',
+    worker,
+    ready,
+    label,
+    started,
+    options.warmupRuns,
+    options.onnx.executionProviders,
+  );
 }

@@ -35,7 +35,9 @@ export async function createTfliteEngine(
     log,
   );
   for (const notice of ready.notices) log.warn({ model: pkg.manifest.name }, `${label}: ${notice}`);
-  return WorkerEngine.open(pkg, 'tflite', worker, ready, label, started, options.warmupRuns);
+  const t = options.tflite;
+  const requested = [t.delegate ? `delegate:${t.delegate.library}` : t.xnnpack ? 'xnnpack' : 'cpu'];
+  return WorkerEngine.open(pkg, 'tflite', worker, ready, label, started, options.warmupRuns, requested);
 }
 
 /**

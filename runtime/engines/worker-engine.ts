@@ -17,6 +17,8 @@ export class WorkerEngine implements Engine {
     private readonly worker: InferenceWorker,
     /** Milliseconds from starting the worker to the model being loaded and checked. */
     readonly loadMs: number,
+    readonly requested: readonly string[] = [provider],
+    readonly fallbacks: ReadonlyArray<{ provider: string; reason: string }> = [],
   ) {}
 
   /**
@@ -31,6 +33,7 @@ export class WorkerEngine implements Engine {
     label: string,
     startedAt: number,
     warmupRuns: number,
+    requested: readonly string[] = [ready.provider],
   ): Promise<WorkerEngine> {
     try {
       checkModelIo(label, 'input', pkg.manifest.inputs, ready.inputs, true);
@@ -41,6 +44,8 @@ export class WorkerEngine implements Engine {
         ready.provider,
         worker,
         performance.now() - startedAt,
+        requested,
+        ready.fallbacks,
       );
       await engine.warmUp(warmupRuns);
       return engine;

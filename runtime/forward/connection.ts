@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { connect, type IClientOptions, type MqttClient } from 'mqtt';
 import { Backoff, sleep } from '../backoff.js';
 import type { UpstreamConfig } from '../config/upstream.js';
+import { readSecret } from '../config/secrets.js';
 import { VigilError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactUrl, refusalCode, withTimeout } from '../mqtt-connect.js';
@@ -69,16 +70,23 @@ export class UpstreamConnection {
       );
     }
     this.clientId = config.clientId ?? `vigil-${opts.deviceId}-upstream`;
-    const env = opts.env ?? process.env;
-    this.password = config.password ?? env[config.passwordEnv];
+    // Read once, here, so that a wrong path fails at startup rather than at the first reconnect.
+    const resolve = opts.resolvePath ?? ((f: string) => f);
+    this.password = readSecret(
+      {
+        key: 'upstream.password',
+        value: config.password,
+        file: config.passwordFile,
+        envName: config.passwordEnv,
+      },
+      { env: opts.env, resolvePath: resolve },
+    );
     if (config.username !== undefined && this.password === undefined) {
       this.log.warn(
         { passwordEnv: config.passwordEnv },
-        `upstream.username is set but neither upstream.password nor the environment variable ${config.passwordEnv} is; connecting without a password`,
+        `upstream.username is set but none of upstream.password, upstream.passwordFile and the environment variable ${config.passwordEnv} is; connecting without a password`,
       );
     }
-    // Read once, here, so that a wrong path fails at startup rather than at the first reconnect.
-    const resolve = opts.resolvePath ?? ((f: string) => f);
     const pem = (file: string | undefined, key: 'ca' | 'cert' | 'key') => {
       if (file === undefined) return {};
       const resolved = resolve(file);
@@ -285,8 +293,8 @@ export class UpstreamConnection {
     const user = this.config.username;
     return (
       `upstream broker ${redactUrl(this.url)} refused the connection (${err.message}) for client id ${this.clientId}` +
-      `${user ? ` and user ${user}` : ''}. Check upstream.username and upstream.password (or the ` +
-      `${this.config.passwordEnv} environment variable) against the broker's accounts and ACL, and that ` +
+      `${user ? ` and user ${user}` : ''}. Check upstream.username and upstream.password (or ` +
+      `upstream.passwordFile, or the ${this.config.passwordEnv} environment variable) against the broker's accounts and ACL, and that ` +
       `this client id is allowed; retrying every ${Math.round(this.config.reconnect.maxDelayMs / 1000)} s`
     );
   }

@@ -70,6 +70,12 @@ export class HostedEngine implements Engine {
   get provider() {
     return this.inner.provider;
   }
+  get requested() {
+    return this.inner.requested;
+  }
+  get fallbacks() {
+    return this.inner.fallbacks;
+  }
   /** Inferences running on it now. */
   get running(): number {
     return this.inFlight;
@@ -408,6 +414,7 @@ export class ModelHost implements RolloutTap {
         version: m.version,
         backend: old.backend,
         provider: old.provider,
+        name: this.name,
       });
     }
     this.announce(next.inner);
@@ -436,7 +443,13 @@ export class ModelHost implements RolloutTap {
     this.lastServed = m;
     for (const w of [...this.servingWaiters]) w();
     this.metrics.modelInfo.set(
-      { model: m.name, version: m.version, backend: engine.backend, provider: engine.provider },
+      {
+        model: m.name,
+        version: m.version,
+        backend: engine.backend,
+        provider: engine.provider,
+        name: this.name,
+      },
       1,
     );
     this.metrics.modelReady.set({ model: this.name }, 1);
@@ -455,6 +468,8 @@ export class ModelHost implements RolloutTap {
       version: e?.manifest.version,
       backend: e?.backend,
       provider: e?.provider,
+      ...(e?.requested ? { requested: [...e.requested] } : {}),
+      ...(e?.fallbacks?.length ? { fallbacks: e.fallbacks.map((f) => ({ ...f })) } : {}),
       ready: e !== undefined && !e.failure,
       error: this.error,
       restarts: this.restarts,

@@ -179,13 +179,76 @@ export const AnomalyPostprocessing = z.strictObject({
 });
 export type AnomalyPostprocessing = z.infer<typeof AnomalyPostprocessing>;
 
+/**
+ * The reference distribution of one monitored quantity, computed by `vigil models reference`
+ * with Vigil's own preprocessing and engine (docs/DRIFT.md). Bins are (-inf, e0], (e0, e1], ...,
+ * (e_last, +inf): a value equal to an edge belongs to the bin below it.
+ */
+export const ReferenceDistribution = z
+  .strictObject({
+    name: z.string().min(1).describe('Feature (brightness, a tag name) or output (score)'),
+    edges: z
+      .array(z.number())
+      .describe('Ascending interior bin edges (quantiles of the reference); empty: the quantity is constant'),
+    proportions: z.array(z.number().min(0).max(1)).min(1).describe('Share of the reference per bin'),
+    sample: z
+      .array(z.number())
+      .max(1000)
+      .optional()
+      .describe('Ascending evenly spaced quantiles of the reference, for the two-sample KS test'),
+    count: z.number().int().positive().describe('Reference values the distribution was computed from'),
+    mean: z.number(),
+    std: z.number().min(0),
+  })
+  .superRefine((d, ctx) => {
+    if (d.proportions.length !== d.edges.length + 1)
+      ctx.addIssue({
+        code: 'custom',
+        path: ['proportions'],
+        message: `${d.edges.length + 1} proportions expected for ${d.edges.length} edges, got ${d.proportions.length}`,
+      });
+    if (d.edges.some((e, i) => i > 0 && !(e > d.edges[i - 1]!)))
+      ctx.addIssue({ code: 'custom', path: ['edges'], message: 'edges must be strictly ascending' });
+    const total = d.proportions.reduce((a, b) => a + b, 0);
+    if (Math.abs(total - 1) > 1e-3)
+      ctx.addIssue({ code: 'custom', path: ['proportions'], message: `must sum to 1, sum to ${total}` });
+  });
+export type ReferenceDistribution = z.infer<typeof ReferenceDistribution>;
+
 export const ReferenceStats = z
   .looseObject({
     /** Statistics of the preprocessed input on the training set, for drift monitoring. */
     inputMean: z.array(z.number()).optional(),
     inputStd: z.array(z.number()).optional(),
+    /** Which per-sample input features `features` holds (runtime/drift/features.ts). */
+    featureSet: z.string().min(1).optional(),
+    /** Reference distribution of each monitored input feature. */
+    features: z.array(ReferenceDistribution).optional(),
+    /** Reference distribution of the outputs: the score, and for classifiers the predicted labels. */
+    output: z
+      .strictObject({
+        score: ReferenceDistribution.optional(),
+        classes: z
+          .strictObject({
+            labels: z.array(z.string().min(1)).min(2),
+            proportions: z.array(z.number().min(0).max(1)).min(2),
+            count: z.number().int().positive(),
+          })
+          .refine((c) => c.labels.length === c.proportions.length, 'one proportion per label')
+          .optional(),
+      })
+      .optional(),
+    /** Where the reference data came from, for the model card and the drift alert's reader. */
+    source: z
+      .strictObject({
+        data: z.string().min(1).describe('What the reference samples were, and how they were made'),
+        samples: z.number().int().positive(),
+        builtAt: z.string().optional(),
+        builder: z.string().optional(),
+      })
+      .optional(),
   })
-  .describe('Reference statistics of the inputs');
+  .describe('Reference statistics of the inputs and outputs, for drift monitoring');
 
 export const Manifest = z.strictObject({
   schemaVersion: z.literal(1),

@@ -2,10 +2,12 @@ import { fastify, type FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import { VigilError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
+import { statusPageRoutes, type StatusPageViews } from './status-routes.js';
+import { NOT_CONFIGURED_MESSAGE, isLoopback, requireTokenForChanges } from './auth.js';
 
 /**
- * The operations HTTP server: liveness, readiness, Prometheus metrics, a small JSON API and a
- * plain HTML status page. It only reads state through callbacks, so it knows nothing about how
+ * The operations HTTP server: liveness, readiness, Prometheus metrics, a small JSON API and the
+ * status page (status-routes.ts). It only reads state through callbacks, so it knows nothing about how
  * models, sources or the store are built.
  */
 
@@ -19,6 +21,10 @@ export interface ModelHealth {
   version?: string | undefined;
   backend?: string | undefined;
   provider?: string | undefined;
+  /** The execution providers or delegate the config asked for, in order; `provider` is the one in use. */
+  requested?: string[] | undefined;
+  /** Asked-for providers that could not be used, with the runtime's reason. */
+  fallbacks?: Array<{ provider: string; reason: string }> | undefined;
   /** Loaded and warmed up. */
   ready: boolean;
   /** Why it is not serving, when it failed to load. */
@@ -71,6 +77,13 @@ export interface OpsServerOptions {
   api: ApiHandlers;
   /** Upper bound on close(). */
   closeTimeoutMs?: number;
+  /** The status page's frame gallery and latency history; absent: the page shows neither. */
+  statusPage?: StatusPageViews | undefined;
+  /**
+   * The ops token that every state-changing request (any method but GET and HEAD) must carry as
+   * `Authorization: Bearer <token>`; undefined refuses them all (403). See auth.ts.
+   */
+  token?: string | undefined;
 }
 
 export interface OpsServer {
@@ -85,61 +98,6 @@ export const MAX_ALERT_LIMIT = 1000;
 /** Ready when the caller says so, every model is loaded and warmed, and the store is open. */
 export function isReady(report: HealthReport): boolean {
   return report.ready !== false && report.store?.open !== false && report.models.every((m) => m.ready);
-}
-
-function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-}
-
-function statusPage(report: HealthReport): string {
-  const ready = isReady(report);
-  const rows = (cells: string[][]) =>
-    cells.map((r) => `<tr>${r.map((c) => `<td>${escapeHtml(c)}</td>`).join('')}</tr>`).join('\n');
-  return `<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta http-equiv="refresh" content="5">
-<title>Vigil status</title>
-<style>
-  body { font-family: system-ui, sans-serif; margin: 2rem; }
-  table { border-collapse: collapse; margin-bottom: 1.5rem; }
-  td, th { border: 1px solid #ccc; padding: 0.25rem 0.75rem; text-align: left; }
-  .ok { color: #0a0; } .bad { color: #c00; }
-</style>
-</head>
-<body>
-<h1>Vigil</h1>
-<p>Ready: <strong class="${ready ? 'ok' : 'bad'}">${ready ? 'yes' : 'no'}</strong> ·
-Store: ${report.store?.open === false ? 'closed' : 'open'} ·
-MQTT: ${report.mqtt.connected ? 'connected' : 'disconnected'}</p>
-<h2>Models</h2>
-<table><tr><th>Name</th><th>Model</th><th>Version</th><th>Backend</th><th>Provider</th><th>Ready</th></tr>
-${rows(
-  report.models.map((m) => [
-    m.name,
-    m.model ?? '-',
-    m.version ?? '-',
-    m.backend ?? '-',
-    m.provider ?? '-',
-    m.ready ? 'yes' : m.error ? `no: ${m.error.message}` : 'no',
-  ]),
-)}
-</table>
-<h2>Sources</h2>
-<table><tr><th>Name</th><th>Type</th><th>State</th></tr>
-${rows(report.sources.map((s) => [s.name, s.type ?? '-', s.state]))}
-</table>
-<p>
-<a href="/healthz">/healthz</a> ·
-<a href="/readyz">/readyz</a> ·
-<a href="/metrics">/metrics</a> ·
-<a href="/api/v1/status">/api/v1/status</a> ·
-<a href="/api/v1/alerts?limit=20">/api/v1/alerts</a>
-</p>
-</body>
-</html>
-`;
 }
 
 function parseLimit(raw: unknown): number | undefined {
@@ -193,9 +151,13 @@ function routes(app: FastifyInstance, options: OpsServerOptions): void {
     return outcome.body;
   });
 
-  app.get('/', async (_request, reply) => {
-    reply.header('content-type', 'text/html; charset=utf-8');
-    return statusPage(health());
+  // The status page (GET /, /status.js, /api/v1/live, frame thumbnails): read-only.
+  void app.register(statusPageRoutes, {
+    health,
+    isReady,
+    status: () => api.status(),
+    alerts: (limit: number) => api.alerts(limit),
+    views: options.statusPage,
   });
 }
 
@@ -211,6 +173,7 @@ export async function startOpsServer(options: OpsServerOptions): Promise<OpsServ
       .code(statusCode)
       .send({ error: statusCode >= 500 ? 'internal error, see the Vigil log' : err.message });
   });
+  requireTokenForChanges(app, { token: options.token, registry: options.registry, log });
   routes(app, options);
 
   try {
@@ -232,6 +195,17 @@ export async function startOpsServer(options: OpsServerOptions): Promise<OpsServ
   const actualPort = typeof address === 'object' && address !== null ? address.port : port;
   const url = `http://${host.includes(':') ? `[${host}]` : host}:${actualPort}`;
   log.info({ url }, 'ops HTTP server listening');
+  if (!isLoopback(host)) {
+    log.warn(
+      { url, host, tokenConfigured: options.token !== undefined },
+      `ops HTTP server listens on ${host}, not loopback: every host that can reach port ${actualPort} can read metrics, status and alerts; ` +
+        (options.token !== undefined
+          ? 'requests that change state need the ops token'
+          : 'requests that change state are refused, as no ops token is configured'),
+    );
+  }
+  if (options.token === undefined)
+    log.info(`promote, rollback and check over HTTP are refused: ${NOT_CONFIGURED_MESSAGE}`);
 
   let closing: Promise<void> | undefined;
   return {

@@ -80,8 +80,8 @@ export class Metrics {
   });
   readonly modelInfo = new Gauge({
     name: 'vigil_model_info',
-    help: 'Loaded models: 1 per model with its version, engine backend and the execution provider in use',
-    labelNames: ['model', 'version', 'backend', 'provider'] as const,
+    help: 'Loaded models: 1 per configured model (name) with its manifest name (model), version, engine backend and the execution provider in use',
+    labelNames: ['model', 'version', 'backend', 'provider', 'name'] as const,
     registers: [this.registry],
   });
   readonly modelReady = new Gauge({
@@ -275,6 +275,25 @@ export class Metrics {
   readonly upstreamDrainRate = new Gauge({
     name: 'vigil_upstream_drain_rows_per_second',
     help: 'Rows acknowledged upstream per second, over the last 10 s',
+    registers: [this.registry],
+  });
+
+  readonly driftScore = new Gauge({
+    name: 'vigil_drift_score',
+    help: 'Latest drift measure of a pipeline, by feature (input.<name> or output.<name>) and test (psi, ks)',
+    labelNames: ['pipeline', 'feature', 'test'] as const,
+    registers: [this.registry],
+  });
+  readonly driftActive = new Gauge({
+    name: 'vigil_drift_active',
+    help: 'Whether a drift alert is raised and not yet cleared for the pipeline (0 or 1)',
+    labelNames: ['pipeline'] as const,
+    registers: [this.registry],
+  });
+  readonly driftAlerts = new Counter({
+    name: 'vigil_drift_alerts_total',
+    help: 'Drift alerts, by state (raised, cleared)',
+    labelNames: ['pipeline', 'state'] as const,
     registers: [this.registry],
   });
 

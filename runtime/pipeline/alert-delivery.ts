@@ -19,15 +19,34 @@ export class AlertDelivery {
     private readonly log: Logger,
   ) {}
 
-  /** Publishes `alert`; `onAcked` runs with the time the broker's acknowledgement came back. */
-  send(alert: Alert, onAcked: (ackedAt: number) => void): void {
+  /**
+   * Publishes `alert`; `onAcked` runs with the time the broker's acknowledgement came back.
+   * `resultId`, when given, is logged with it, so that the alert's log lines join the result's.
+   */
+  send(alert: Alert, onAcked: (ackedAt: number) => void, resultId?: string): void {
+    const started = performance.now();
     const p = this.publisher
       .publishAlert(alert)
-      .then(() => onAcked(performance.now()))
+      .then(() => {
+        const ackedAt = performance.now();
+        if (this.log.isLevelEnabled('debug')) {
+          this.log.debug(
+            {
+              alertId: alert.id,
+              sampleId: alert.sampleId,
+              ...(resultId !== undefined ? { resultId } : {}),
+              kind: alert.kind,
+              publishMs: Math.round((ackedAt - started) * 100) / 100,
+            },
+            'alert published',
+          );
+        }
+        onAcked(ackedAt);
+      })
       .catch((err: unknown) => {
         this.metrics.publishErrors.inc();
         this.log.warn(
-          { alertId: alert.id, err: errorMessage(err) },
+          { alertId: alert.id, sampleId: alert.sampleId, err: errorMessage(err) },
           'alert not published now; it stays in the store and is sent when the broker is back',
         );
       })

@@ -6,6 +6,8 @@ export class LatencyRecorder {
   private readonly values: number[] = [];
   private seen = 0;
   private seed = 0x9e3779b9;
+  /** The last summary and the sample count it was made at: status() is polled far more often than it changes. */
+  private cached: { seen: number; summary: LatencySummary } | undefined;
 
   constructor(private readonly capacity = 200_000) {}
 
@@ -35,18 +37,33 @@ export class LatencyRecorder {
   /** Percentiles by the nearest-rank method; undefined when nothing was recorded. */
   summary(): LatencySummary | undefined {
     if (this.values.length === 0) return undefined;
-    const sorted = [...this.values].sort((a, b) => a - b);
-    const rank = (p: number) =>
-      sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-    const mean = sorted.reduce((a, b) => a + b, 0) / sorted.length;
-    return {
+    if (this.cached?.seen === this.seen) return this.cached.summary;
+    // Selection, not a full sort: three order statistics of up to 200k values take a few ms,
+    // where sorting them took 200+ ms and blocked the event loop on every status().
+    const a = Float64Array.from(this.values);
+    const n = a.length;
+    const rank = (p: number) => select(a, Math.min(n - 1, Math.max(0, Math.ceil((p / 100) * n) - 1)));
+    let sum = 0;
+    let max = -Infinity;
+    for (let i = 0; i < n; i++) {
+      sum += a[i]!;
+      if (a[i]! > max) max = a[i]!;
+    }
+    // Ascending ranks: each selection leaves everything below its rank to its left, so the next
+    // one only partitions what is right of it.
+    const p50 = rank(50);
+    const p95 = rank(95);
+    const p99 = rank(99);
+    const summary = {
       count: this.seen,
-      mean: round(mean),
-      p50: round(rank(50)),
-      p95: round(rank(95)),
-      p99: round(rank(99)),
-      max: round(sorted[sorted.length - 1]!),
+      mean: round(sum / n),
+      p50: round(p50),
+      p95: round(p95),
+      p99: round(p99),
+      max: round(max),
     };
+    this.cached = { seen: this.seen, summary };
+    return summary;
   }
 }
 
@@ -60,3 +77,34 @@ export interface LatencySummary {
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
+
+/** The k-th smallest value (0-based) of `a`, partially reordering it in place (Hoare's quickselect). */
+function select(a: Float64Array, k: number): number {
+  let lo = 0;
+  let hi = a.length - 1;
+  while (lo < hi) {
+    // Median of three as the pivot: latencies often arrive nearly sorted.
+    const mid = (lo + hi) >>> 1;
+    const x = a[lo]!;
+    const y = a[mid]!;
+    const z = a[hi]!;
+    const pivot = x < y ? (y < z ? y : x < z ? z : x) : x < z ? x : y < z ? z : y;
+    let i = lo;
+    let j = hi;
+    while (i <= j) {
+      while (a[i]! < pivot) i++;
+      while (a[j]! > pivot) j--;
+      if (i <= j) {
+        const t = a[i]!;
+        a[i] = a[j]!;
+        a[j] = t;
+        i++;
+        j--;
+      }
+    }
+    if (k <= j) hi = j;
+    else if (k >= i) lo = i;
+    else return a[k]!;
+  }
+  return a[k]!;
+}

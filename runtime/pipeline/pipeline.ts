@@ -16,6 +16,7 @@ import { FrameScheduler, type DropReason } from './scheduler.js';
 import { AlertDelivery } from './alert-delivery.js';
 import { adaptInput, incompatibility } from '../rollout/compat.js';
 import { hasNonFinite, observeLive, type LiveObservation, type RolloutTap } from '../rollout/shadow.js';
+import { notifyObservers, type PipelineObserver } from './observer.js';
 
 /** Where results and alerts are kept; written before anything is published. */
 export interface ResultSink {
@@ -59,6 +60,8 @@ export interface PipelineContext {
    * watched. Absent: no rollout.
    */
   rollout?: RolloutTap | undefined;
+  /** Told about every stored result with its input tensor and frame (status page, drift). */
+  observers?: readonly PipelineObserver[] | undefined;
 }
 
 export interface PipelineStats {
@@ -145,6 +148,11 @@ export class Pipeline {
   offer(sample: FrameSample): void {
     if (this.stopped) return;
     this.stats.seen++;
+    if (this.ctx.log.isLevelEnabled('debug'))
+      this.ctx.log.debug(
+        { sampleId: sample.id, source: sample.source, origin: sample.origin },
+        'frame offered',
+      );
     this.scheduler.offer(sample);
     if (this.lanes < this.ctx.config.concurrency) void this.lane();
   }
@@ -382,6 +390,19 @@ export class Pipeline {
     this.scheduler.observeService(now - start, now);
     this.stats.processed++;
     ctx.metrics.processed.inc({ pipeline: ctx.name });
+    if (ctx.log.isLevelEnabled('debug'))
+      ctx.log.debug(
+        {
+          sampleId: sample.id,
+          resultId: result.id,
+          alertId: alert?.id,
+          label: result.label,
+          score: result.score,
+          latencyMs: result.latencyMs,
+          version: m.version,
+        },
+        'result stored',
+      );
     this.latency.add(e2e);
     ctx.metrics.e2eSeconds.observe({ pipeline: ctx.name }, e2e / 1000);
     for (const s of STAGES) {
@@ -396,10 +417,23 @@ export class Pipeline {
     }
     if (ctx.config.publishResults) ctx.publisher.publishResult(ctx.name, result);
     ctx.onResult?.(result, alert);
+    notifyObservers(
+      ctx.observers,
+      {
+        pipeline: ctx.name,
+        kind: 'frame',
+        manifest: m,
+        input: data!,
+        result,
+        alert,
+        frame: { data: sample.data, contentType: sample.contentType },
+      },
+      ctx.log,
+    );
     if (alert) {
       this.stats.alerts[alert.kind] = (this.stats.alerts[alert.kind] ?? 0) + 1;
       ctx.metrics.alerts.inc({ pipeline: ctx.name, kind: alert.kind });
-      this.publish(alert, sample.arrivedAt);
+      this.publish(alert, sample.arrivedAt, result.id);
     }
   }
 
@@ -437,20 +471,24 @@ export class Pipeline {
   }
 
   /** Publishes without holding up the next frame; the store already has the alert. */
-  private publish(alert: Alert, arrivedAt: number): void {
+  private publish(alert: Alert, arrivedAt: number, resultId: string): void {
     const { ctx } = this;
     const publishStart = performance.now();
-    this.delivery.send(alert, (acked) => {
-      this.stageLatency.get('publish')!.add(acked - publishStart);
-      ctx.metrics.stageSeconds.observe(
-        { pipeline: ctx.name, stage: 'publish' },
-        (acked - publishStart) / 1000,
-      );
-      const total = acked - arrivedAt;
-      this.alertLatency.add(total);
-      ctx.metrics.alertSeconds.observe({ pipeline: ctx.name }, total / 1000);
-      ctx.onAlertPublished?.(alert, total);
-    });
+    this.delivery.send(
+      alert,
+      (acked) => {
+        this.stageLatency.get('publish')!.add(acked - publishStart);
+        ctx.metrics.stageSeconds.observe(
+          { pipeline: ctx.name, stage: 'publish' },
+          (acked - publishStart) / 1000,
+        );
+        const total = acked - arrivedAt;
+        this.alertLatency.add(total);
+        ctx.metrics.alertSeconds.observe({ pipeline: ctx.name }, total / 1000);
+        ctx.onAlertPublished?.(alert, total);
+      },
+      resultId,
+    );
   }
 
   snapshot(): PipelineStats {

@@ -21,6 +21,7 @@ import type { Alert, Result, Severity, StageTimings, TelemetryDetails } from './
 import { scoreTelemetry, type TelemetryScore } from './telemetry-postprocess.js';
 import { AlertDelivery } from './alert-delivery.js';
 import { hasNonFinite, observeLive, type LiveObservation, type RolloutTap } from '../rollout/shadow.js';
+import { notifyObservers, type PipelineObserver } from './observer.js';
 
 export interface TelemetryPipelineContext {
   name: string;
@@ -40,6 +41,8 @@ export interface TelemetryPipelineContext {
    * window's own result is stored, and live outcomes are reported while a promotion is watched.
    */
   rollout?: RolloutTap | undefined;
+  /** Told about every stored result with its input window (status page, drift). */
+  observers?: readonly PipelineObserver[] | undefined;
 }
 
 /** Why a due window was not scored: the windower's reasons and the pipeline's own. */
@@ -437,12 +440,30 @@ export class TelemetryPipeline {
     this.shadow(tm, window.tensor, outputs, scored, alertCfg, stages.inference);
     this.stats.scored++;
     ctx.metrics.windowsScored.inc({ pipeline: ctx.name });
+    if (ctx.log.isLevelEnabled('debug'))
+      ctx.log.debug(
+        {
+          sampleId: result.sampleId,
+          resultId: result.id,
+          alertId: alert?.id,
+          asset: window.asset,
+          score: result.score,
+          latencyMs: result.latencyMs,
+          version: tm.version,
+        },
+        'result stored',
+      );
     this.latency.add(total);
     ctx.metrics.windowSeconds.observe({ pipeline: ctx.name }, total / 1000);
     if (ctx.config.publishResults) ctx.publisher.publishResult(ctx.name, result);
     if (alert) this.afterAlert(alert, transition!);
     ctx.onResult?.(result, alert);
-    if (alert) this.publish(alert, p.readyAt);
+    notifyObservers(
+      ctx.observers,
+      { pipeline: ctx.name, kind: 'window', manifest: tm, input: window.tensor, result, alert },
+      ctx.log,
+    );
+    if (alert) this.publish(alert, p.readyAt, result.id);
   }
 
   private live(outcome: LiveObservation['outcome'], version: string | undefined, overBudget: boolean): void {
@@ -554,14 +575,18 @@ export class TelemetryPipeline {
   }
 
   /** Publishes without holding up the next window; the store already has the alert. */
-  private publish(alert: Alert, readyAt: number): void {
+  private publish(alert: Alert, readyAt: number, resultId: string): void {
     const { ctx } = this;
-    this.delivery.send(alert, (acked) => {
-      const total = acked - readyAt;
-      this.alertLatency.add(total);
-      ctx.metrics.alertSeconds.observe({ pipeline: ctx.name }, total / 1000);
-      ctx.onAlertPublished?.(alert, total);
-    });
+    this.delivery.send(
+      alert,
+      (acked) => {
+        const total = acked - readyAt;
+        this.alertLatency.add(total);
+        ctx.metrics.alertSeconds.observe({ pipeline: ctx.name }, total / 1000);
+        ctx.onAlertPublished?.(alert, total);
+      },
+      resultId,
+    );
   }
 
   snapshot(): TelemetryPipelineStats {

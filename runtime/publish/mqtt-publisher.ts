@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { connect, type IClientOptions, type IClientPublishOptions, type MqttClient } from 'mqtt';
 import type { MqttConfig } from '../config/schema.js';
+import { readSecret } from '../config/secrets.js';
 import { VigilError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactUrl, refusalCode, withTimeout } from '../mqtt-connect.js';
@@ -55,6 +56,8 @@ export interface MqttPublisherOptions {
   status?: () => Record<string, unknown>;
   /** Environment for VIGIL_MQTT_PASSWORD; defaults to process.env. */
   env?: Record<string, string | undefined>;
+  /** Resolves mqtt.passwordFile and the TLS files against the config file's folder; default: as given. */
+  resolvePath?: (file: string) => string;
   /** First reconnect delay; it doubles after each failed attempt up to reconnectMaxMs. */
   reconnectMinMs?: number;
   reconnectMaxMs?: number;
@@ -113,7 +116,16 @@ export class MqttPublisher {
     this.log = opts.log.child({ component: 'mqtt' });
     this.topics = topicsFor(config.topicPrefix, deviceId);
     this.clientId = config.clientId ?? `vigil-${deviceId}`;
-    this.password = config.password ?? (opts.env ?? process.env).VIGIL_MQTT_PASSWORD;
+    const resolve = opts.resolvePath ?? ((f: string) => f);
+    this.password = readSecret(
+      {
+        key: 'mqtt.password',
+        value: config.password,
+        file: config.passwordFile,
+        envName: 'VIGIL_MQTT_PASSWORD',
+      },
+      { env: opts.env, resolvePath: resolve },
+    );
     this.reconnectMinMs = opts.reconnectMinMs ?? 1_000;
     this.reconnectMaxMs = Math.max(this.reconnectMinMs, opts.reconnectMaxMs ?? 30_000);
     this.ackTimeoutMs = opts.ackTimeoutMs ?? 10_000;
@@ -123,9 +135,9 @@ export class MqttPublisher {
     // Certificates are read once, here, so that a wrong path fails at startup, not at the
     // first reconnect.
     this.tls = config.tls && {
-      ...(config.tls.ca ? { ca: readPem(config.tls.ca, 'mqtt.tls.ca') } : {}),
-      ...(config.tls.cert ? { cert: readPem(config.tls.cert, 'mqtt.tls.cert') } : {}),
-      ...(config.tls.key ? { key: readPem(config.tls.key, 'mqtt.tls.key') } : {}),
+      ...(config.tls.ca ? { ca: readPem(resolve(config.tls.ca), 'mqtt.tls.ca') } : {}),
+      ...(config.tls.cert ? { cert: readPem(resolve(config.tls.cert), 'mqtt.tls.cert') } : {}),
+      ...(config.tls.key ? { key: readPem(resolve(config.tls.key), 'mqtt.tls.key') } : {}),
       rejectUnauthorized: config.tls.rejectUnauthorized,
     };
   }
@@ -507,7 +519,7 @@ export class MqttPublisher {
     return (
       `MQTT broker ${redactUrl(this.url)} refused the connection (${err.message}) for client id ${this.clientId}` +
       `${this.opts.config.username ? ` and user ${this.opts.config.username}` : ''}. ` +
-      'Check mqtt.username and mqtt.password (or the VIGIL_MQTT_PASSWORD environment variable) against the ' +
+      'Check mqtt.username and mqtt.password (or mqtt.passwordFile, or the VIGIL_MQTT_PASSWORD environment variable) against the ' +
       "broker's accounts, and that this client id is allowed."
     );
   }

@@ -5,6 +5,7 @@ import https from 'node:https';
 import path from 'node:path';
 import { z } from 'zod';
 import type { RegistryConfig } from '../config/registry.js';
+import { readSecret } from '../config/secrets.js';
 import { VigilError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { RegistryError, type DownloadProgress, type ModelVersionInfo, type RegistryClient } from './types.js';
@@ -98,12 +99,17 @@ export class MlflowRegistryClient implements RegistryClient {
     this.timeoutMs = config.requestTimeoutMs;
     this.log = options.log;
 
-    const password = env[config.passwordEnv];
-    const token = env[config.tokenEnv];
+    const resolve = (file: string) => path.resolve(options.baseDir ?? '.', file);
+    const secret = (key: string, file: string | undefined, envName: string) =>
+      readSecret({ key, file, envName }, { env, resolvePath: resolve });
+    // A token file is only read when it will be used, so a stale one cannot stop a basic-auth start.
+    const token =
+      config.username === undefined ? secret('registry.token', config.tokenFile, config.tokenEnv) : undefined;
     if (config.username !== undefined) {
+      const password = secret('registry.password', config.passwordFile, config.passwordEnv);
       if (password) this.authorization = basic(config.username, password);
       else
-        this.authProblem = `registry.username is '${config.username}' but $${config.passwordEnv} is not set: set it to the user's password`;
+        this.authProblem = `registry.username is '${config.username}' but $${config.passwordEnv} is not set: set it to the user's password, or set registry.passwordFile`;
     } else if (token) {
       this.authorization = `Bearer ${token}`;
     } else if (urlUser) {

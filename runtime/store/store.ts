@@ -253,6 +253,26 @@ export class Store implements ForwardQueue {
   }
 
   /**
+   * Writes an alert that no single result raised (a drift alert is decided over a window of
+   * samples); its result_id is empty. Delivered, replayed and forwarded like every other alert.
+   */
+  saveAlert(alert: Alert): void {
+    const raisedAt = Date.parse(alert.timestamp);
+    this.guard('save an alert', () =>
+      this.insertAlert.run({
+        id: alert.id,
+        resultId: '',
+        pipeline: alert.pipeline,
+        kind: alert.kind,
+        severity: alert.severity,
+        payload: JSON.stringify(alert),
+        createdAt: Number.isFinite(raisedAt) ? raisedAt : Date.now(),
+      }),
+    );
+    this.ledger.added('alerts', 1);
+  }
+
+  /**
    * Writes a batch of telemetry readings, and the ingest marks of the input it came from, in one
    * transaction (all or none).
    */

@@ -5,6 +5,7 @@ import {
   DEFECT_CLASSES,
   type DefectClass,
   type FrameTruth,
+  type Lighting,
   type RenderOptions,
   type RenderedFrame,
 } from './types.js';
@@ -37,6 +38,8 @@ export interface SimCameraOptions {
   maxTruth?: number;
   /** Told about every failed render or delivery; the camera keeps running. */
   onError?: (message: string, origin: string | undefined) => void;
+  /** The lighting from the first frame on; absent: the training light. setLighting() changes it. */
+  lighting?: Lighting | undefined;
 }
 
 export interface SimCameraStats {
@@ -68,6 +71,7 @@ export class SimCamera {
   private timer: NodeJS.Timeout | undefined;
   private rendering = false;
   private running = false;
+  private lighting: Lighting | undefined;
   private readonly inFlight = new Set<Promise<void>>();
   private finishedResolve: (() => void) | undefined;
   /** Resolves once maxFrames frames were rendered and delivered (or stop() was called). */
@@ -83,6 +87,7 @@ export class SimCamera {
     this.opts = options;
     this.intervalMs = 1000 / options.fps;
     this.rng = new Rng(options.seed);
+    this.setLighting(options.lighting);
     this.finished = new Promise((resolve) => (this.finishedResolve = resolve));
   }
 
@@ -101,6 +106,16 @@ export class SimCamera {
     this.timer = undefined;
     while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight]);
     this.finishedResolve?.();
+  }
+
+  /**
+   * Changes the light on the line from the next frame on (undefined: back to the training light):
+   * injected drift for testing drift monitoring. Labels and seeds do not change with it.
+   */
+  setLighting(lighting: Lighting | undefined): void {
+    if (lighting && !(lighting.gain > 0 && Number.isFinite(lighting.offset ?? 0)))
+      throw new RangeError(`camera ${this.name}: lighting gain must be above 0 (got ${lighting.gain})`);
+    this.lighting = lighting && { ...lighting };
   }
 
   /** The origin the n-th frame (from 1) of this camera gets. */
@@ -160,6 +175,7 @@ export class SimCamera {
         label,
         seed,
         format: this.opts.format,
+        ...(this.lighting ? { lighting: this.lighting } : {}),
       });
     } catch (err) {
       this.stats.failed++;

@@ -1,6 +1,6 @@
 import sharp from 'sharp';
 import { Rng } from './rng.js';
-import type { DefectClass, FrameTruth, RenderOptions, RenderedFrame } from './types.js';
+import type { DefectClass, FrameTruth, Lighting, RenderOptions, RenderedFrame } from './types.js';
 
 /**
  * The simulated inspection camera: a machined metal plate on a dark conveyor, seen from above.
@@ -78,7 +78,7 @@ export async function renderFrame(opts: RenderOptions): Promise<RenderedFrame> {
   // The defect draws from its own stream, so that one seed gives the same part, lighting and noise
   // whatever the label: an 'ok' and a 'crack' frame of a seed differ only where the crack is.
   if (opts.label !== 'ok') drawDefect(new Rng(opts.seed ^ DEFECT_STREAM), canvas, part, opts.label);
-  const pixels = expose(rng, canvas);
+  const pixels = expose(rng, canvas, opts.lighting);
   const truth: FrameTruth = { label: opts.label };
   if (opts.label !== 'ok') truth.box = boxOf(canvas.extent, width, height);
   const data = await encode(rng, pixels, width, height, opts.format);
@@ -443,13 +443,15 @@ function drawInclusion(rng: Rng, canvas: Canvas, part: Part): void {
  * quantization. The defect layer is lit like the surface under it (a scratch in a dark corner is
  * fainter), as it would be on a real line.
  */
-function expose(rng: Rng, canvas: Canvas): Uint8Array {
+function expose(rng: Rng, canvas: Canvas, lighting: Lighting | undefined): Uint8Array {
   const { width, height, surface, defect } = canvas;
   const gradX = rng.range(-0.3, 0.3) / width;
   const gradY = rng.range(-0.3, 0.3) / height;
   const vignette = rng.range(0, 0.4) / ((width / 2) ** 2 + (height / 2) ** 2);
-  const gain = rng.range(0.8, 1.2);
-  const offset = rng.range(-12, 12);
+  // A lighting change applies on top of the frame's own draws: the same seed gives the same
+  // frame under the old and the new light, only lit differently.
+  const gain = rng.range(0.8, 1.2) * (lighting?.gain ?? 1);
+  const offset = rng.range(-12, 12) + (lighting?.offset ?? 0);
   const sensorNoise = rng.range(1, 5);
   const hasDefect = defect.length > 0;
   const out = new Uint8Array(width * height);

@@ -19,6 +19,20 @@ export interface RenderOptions {
   /** Seed of this frame alone: the same seed renders the same frame. */
   seed: number;
   format: 'jpeg' | 'png';
+  /** A change of the line's lighting or the camera's exposure; absent: as rendered for training. */
+  lighting?: Lighting | undefined;
+}
+
+/**
+ * The light on the line changed (a lamp ageing or replaced, a skylight, an exposure or gain
+ * setting changed): every pixel is scaled by `gain` and shifted by `offset` (0..255 scale) before
+ * the sensor noise and 8-bit clipping. Drift monitoring is tested against this.
+ */
+export interface Lighting {
+  /** Multiplies the light; 1 unchanged, 0.6 a dimmer line. */
+  gain: number;
+  /** Added to every pixel value, 0 unchanged. */
+  offset?: number | undefined;
 }
 
 export interface RenderedFrame {

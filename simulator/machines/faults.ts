@@ -8,7 +8,7 @@ import type { MachineSnapshot, MachineTruth, SimMachine, SimQuality, SimTag, Tag
  * reads as "30 s into the run, the vibration sensor sticks for 20 s" whatever the acceleration.
  */
 
-export const VALUE_FAULT_KINDS = ['spike', 'stuck', 'drift', 'dropout', 'status'] as const;
+export const VALUE_FAULT_KINDS = ['spike', 'stuck', 'drift', 'offset', 'dropout', 'status'] as const;
 export type ValueFaultKind = (typeof VALUE_FAULT_KINDS)[number];
 
 export interface ValueFault {
@@ -20,7 +20,7 @@ export interface ValueFault {
   durationSeconds: number;
   /** spike: the value is multiplied by this (1 when absent). */
   factor?: number | undefined;
-  /** spike: added after the factor; drift: the offset reached at the end of the window. */
+  /** spike: added after the factor; drift: the offset reached at the end of the window; offset: added throughout. */
   offset?: number | undefined;
   /** status: an OPC-UA status name, `Bad...` (value becomes NaN) or `Uncertain...` (value kept). */
   status?: string | undefined;
@@ -72,7 +72,10 @@ export class FaultyMachine implements SimMachine {
         throw new RangeError(
           `${inner.asset}: a ${f.kind} fault names tag '${f.tag}', which this machine lacks`,
         );
-      if ((f.kind === 'spike' || f.kind === 'stuck' || f.kind === 'drift') && f.tag === undefined)
+      if (
+        (f.kind === 'spike' || f.kind === 'stuck' || f.kind === 'drift' || f.kind === 'offset') &&
+        f.tag === undefined
+      )
         throw new RangeError(`${inner.asset}: a ${f.kind} fault needs a tag`);
     }
     this.faults = faults.map((f) => ({ ...f }));
@@ -133,6 +136,9 @@ export class FaultyMachine implements SimMachine {
         return { ...v, value: v.value * (f.factor ?? 1) + (f.offset ?? 0) };
       case 'drift':
         return { ...v, value: v.value + ((f.offset ?? 0) * (now - f.atSeconds)) / f.durationSeconds };
+      case 'offset':
+        // A re-mounted or miscalibrated sensor: a constant error, with good quality.
+        return { ...v, value: v.value + (f.offset ?? 0) };
       case 'stuck': {
         // The sensor keeps reporting, with good quality, the last value it had before it stuck.
         let held = this.frozen.get(index);

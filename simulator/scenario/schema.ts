@@ -188,6 +188,13 @@ export const DriftFault = z.strictObject({
   durationSeconds: z.number().positive(),
   offset: z.number().describe('Offset reached, linearly, at the end of the window'),
 });
+export const OffsetFault = z.strictObject({
+  kind: z.literal('offset'),
+  ...valueFault,
+  tag: z.string().min(1).describe('The tag whose sensor reads off by a constant'),
+  durationSeconds: z.number().positive().describe('How long the sensor stays off (until recalibrated)'),
+  offset: z.number().describe("Added to every value while the fault lasts, in the tag's unit"),
+});
 export const DropoutFault = z.strictObject({
   kind: z.literal('dropout'),
   ...valueFault,
@@ -244,6 +251,7 @@ export const FaultSpec = z.discriminatedUnion('kind', [
   SpikeFault,
   StuckFault,
   DriftFault,
+  OffsetFault,
   DropoutFault,
   StatusFault,
   ServerRestartFault,

@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { parseConfig, loadConfigFile } from '../../runtime/config/load.js';
+import { parseConfig, loadConfigFile, resolvePath } from '../../runtime/config/load.js';
 import { ConfigError } from '../../runtime/errors.js';
 import { configReferenceMarkdown } from '../../runtime/config/docs.js';
 import { readFile as readText } from 'node:fs/promises';
@@ -165,5 +165,43 @@ describe('vigil config check', () => {
     );
     expect(err?.code).toBe(2);
     expect(err!.stderr).toMatch(/^models\.defect\.package: /m);
+  });
+});
+
+describe('resolvePath', () => {
+  const loaded = { baseDir: '/etc/vigil' } as Parameters<typeof resolvePath>[0];
+  const withState = (value: string | undefined, fn: () => void) => {
+    const before = process.env.STATE_DIRECTORY;
+    if (value === undefined) delete process.env.STATE_DIRECTORY;
+    else process.env.STATE_DIRECTORY = value;
+    try {
+      fn();
+    } finally {
+      if (before === undefined) delete process.env.STATE_DIRECTORY;
+      else process.env.STATE_DIRECTORY = before;
+    }
+  };
+
+  it('resolves relative paths against the config folder', () => {
+    withState(undefined, () => {
+      expect(resolvePath(loaded, 'vigil-data/vigil.db')).toBe('/etc/vigil/vigil-data/vigil.db');
+      expect(resolvePath(loaded, 'models/x')).toBe('/etc/vigil/models/x');
+      expect(resolvePath(loaded, '/abs/y')).toBe('/abs/y');
+    });
+  });
+
+  it("puts the vigil-data defaults in systemd's state directory, and nothing else", () => {
+    withState('/var/lib/vigil', () => {
+      expect(resolvePath(loaded, 'vigil-data/vigil.db')).toBe('/var/lib/vigil/vigil.db');
+      expect(resolvePath(loaded, 'vigil-data/pki/opcua')).toBe('/var/lib/vigil/pki/opcua');
+      expect(resolvePath(loaded, './vigil-data/models')).toBe('/var/lib/vigil/models');
+      // Model packages and other relative paths stay next to the config.
+      expect(resolvePath(loaded, 'models/x')).toBe('/etc/vigil/models/x');
+      expect(resolvePath(loaded, 'vigil-database')).toBe('/etc/vigil/vigil-database');
+      expect(resolvePath(loaded, '/abs/y')).toBe('/abs/y');
+    });
+    withState('/var/lib/vigil:/var/lib/other', () => {
+      expect(resolvePath(loaded, 'vigil-data/vigil.db')).toBe('/var/lib/vigil/vigil.db');
+    });
   });
 });

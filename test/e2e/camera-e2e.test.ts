@@ -202,7 +202,7 @@ describe('camera path end to end: simulator -> vigil run -> Mosquitto', () => {
     expect(metricValue(metrics, 'vigil_frames_in_total', { source: 'cam1' })).toBe(40);
     expect(metricValue(metrics, 'vigil_frames_in_total', { source: 'cam2' })).toBe(10);
     expect(metrics).toMatch(
-      /vigil_model_info\{model="defect-cnn",version="[^"]+",backend="onnxruntime-node",provider="cpu"\} 1/,
+      /vigil_model_info\{model="defect-cnn",version="[^"]+",backend="onnxruntime-node",provider="cpu",name="defect"\} 1/,
     );
     expect(
       metricValue(metrics, 'vigil_stage_duration_seconds_count', {

@@ -130,7 +130,7 @@ async function startGateway(
     config,
     stringify({
       device: { id: DEVICE },
-      http: { port: httpPort },
+      http: { port: httpPort, tokenFile: 'ops-token' },
       mqtt: { url: broker.url },
       store: { path: path.join(dir, 'vigil.db') },
       registry: {
@@ -228,9 +228,12 @@ function artifactGets(file: string, since = 0): ProxiedRequest[] {
   );
 }
 
+const OPS_TOKEN = `ota-chaos-${process.pid}`;
+
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'vigil-ota-chaos-'));
   config = path.join(dir, 'vigil.yaml');
+  await writeFile(path.join(dir, 'ops-token'), OPS_TOKEN, { mode: 0o600 });
   storeDir = path.join(dir, 'models');
   [broker, registry] = await Promise.all([
     startMosquitto(),
@@ -455,7 +458,10 @@ describe('over-the-air rollout when the registry, the network or the power fail 
     await stopCamera();
     v.regressing = await register(path.join(FIXTURES, 'nan'));
     await waitFor('NaN version in shadow', eventFor(v.regressing, 'shadow'), 30_000);
-    const res = await fetch(`${daemon!.url}/api/v1/models/defect/promote`, { method: 'POST' });
+    const res = await fetch(`${daemon!.url}/api/v1/models/defect/promote`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${OPS_TOKEN}` },
+    });
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ state: 'promoted', reason: 'manual', version: '1.2.0' });
 

@@ -101,7 +101,7 @@ async function startGateway(): Promise<void> {
     config,
     stringify({
       device: { id: DEVICE },
-      http: { port: httpPort },
+      http: { port: httpPort, tokenFile: 'ops-token' },
       mqtt: { url: broker.url },
       store: { path: path.join(dir, 'vigil.db') },
       registry: {
@@ -137,6 +137,8 @@ async function stopGateway(): Promise<void> {
 beforeAll(async () => {
   dir = await mkdtemp(path.join(os.tmpdir(), 'vigil-ota-cli-'));
   config = path.join(dir, 'vigil.yaml');
+  // promote, rollback and pull go through the running daemon: both read this token file.
+  await writeFile(path.join(dir, 'ops-token'), `ota-cli-${process.pid}\n`, { mode: 0o600 });
   httpPort = await freePort();
   [broker, registry] = await Promise.all([startMosquitto(), startMlflow()]);
   keys = await generateKeys(path.join(dir, 'keys'));
@@ -148,7 +150,7 @@ beforeAll(async () => {
     config,
     stringify({
       device: { id: DEVICE },
-      http: { port: httpPort },
+      http: { port: httpPort, tokenFile: 'ops-token' },
       mqtt: { url: broker.url },
       store: { path: path.join(dir, 'vigil.db') },
       registry: {

@@ -93,6 +93,10 @@ describe('ONNX engine', () => {
       /execution provider 'cuda' is not available \(cuda: .+\); using 'cpu' instead/,
     );
     expect(warns[0]).toMatchObject({ requested: ['cuda', 'cpu'], provider: 'cpu' });
+    // What /readyz and the status page show: asked, in use, and why the first one was skipped.
+    expect(engine.requested).toEqual(['cuda', 'cpu']);
+    expect(engine.fallbacks).toHaveLength(1);
+    expect(engine.fallbacks[0]).toMatchObject({ provider: 'cuda', reason: expect.stringMatching(/\S/) });
     expect((await engine.run(image(0.5))).probs!.data[0]).toBeCloseTo(expectedProbs(0.5)[0], 6);
   });
 

@@ -120,7 +120,7 @@ describe('ops HTTP server', () => {
     }
   });
 
-  it('serves an HTML status page linking the other endpoints, escaping names', async () => {
+  it('serves the status page shell linking the other endpoints, with no outside data in it', async () => {
     const { server } = await start(() =>
       report({
         sources: [{ name: '<cam>', state: 'failed' }],
@@ -136,10 +136,9 @@ describe('ops HTTP server', () => {
     for (const link of ['/healthz', '/readyz', '/metrics', '/api/v1/status', '/api/v1/alerts']) {
       expect(html).toContain(`href="${link}`);
     }
-    expect(html).toContain('&#60;cam&#62;');
+    // Names from the outside reach the page only through /api/v1/live, rendered as text by
+    // the page's script (test/ops/status-page*.test.ts); the shell itself never carries them.
     expect(html).not.toContain('<cam>');
-    expect(html).toContain('no: file missing');
-    expect(html).toContain('Ready: <strong class="bad">no</strong>');
   });
 
   it('returns 500 without details when a callback throws', async () => {

@@ -29,12 +29,23 @@ export const MqttConnectionFields = {
   password: z
     .string()
     .optional()
-    .describe('Password; prefer passwordEnv so that the secret stays out of the config file'),
+    .describe(
+      'Password in plain text (vigil config check warns); prefer passwordFile or passwordEnv so that the secret stays out of the config file',
+    ),
+  passwordFile: z
+    .string()
+    .min(1)
+    .optional()
+    .describe(
+      'File holding the password (white space around it trimmed), relative to the config file; used when password is not set',
+    ),
   passwordEnv: z
     .string()
     .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name')
     .optional()
-    .describe('Name of an environment variable holding the password (used when password is not set)'),
+    .describe(
+      'Name of an environment variable holding the password (used when neither password nor passwordFile is set)',
+    ),
   tls: MqttTls.optional().describe(
     'TLS settings for mqtts:// URLs; file paths are relative to the config file',
   ),

@@ -80,12 +80,23 @@ export const OpcUaSource = z
         password: z
           .string()
           .optional()
-          .describe('Password; prefer passwordEnv so that the secret stays out of the config file'),
+          .describe(
+            'Password in plain text (vigil config check warns); prefer passwordFile or passwordEnv so that the secret stays out of the config file',
+          ),
+        passwordFile: z
+          .string()
+          .min(1)
+          .optional()
+          .describe(
+            'File holding the password (white space around it trimmed), relative to the config file; used when password is not set',
+          ),
         passwordEnv: z
           .string()
           .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'an environment variable name')
           .default('VIGIL_OPCUA_PASSWORD')
-          .describe('Environment variable holding the password, used when password is not set'),
+          .describe(
+            'Environment variable holding the password, used when neither password nor passwordFile is set',
+          ),
       })
       .optional()
       .describe('User name and password; without it the session is anonymous'),
