@@ -25,6 +25,7 @@ import { renderFrame } from '../../simulator/camera/render.js';
 import { Rng } from '../../simulator/camera/rng.js';
 import { DEFECT_CLASSES, type DefectClass } from '../../simulator/camera/types.js';
 import { simulateRun, runColumns } from '../../simulator/machines/export-runs.js';
+import { cmapssDir } from '../../simulator/machines/cmapss-data.js';
 import { deriveSeed } from '../../simulator/machines/noise.js';
 import { PROFILES } from '../../simulator/machines/profiles.js';
 import { ReferenceBuilder, scoreFrame, scoreReadings } from '../drift/reference-builder.js';
@@ -35,7 +36,6 @@ import { silentLogger } from '../log.js';
 import { Manifest, isImageManifest, isTelemetryManifest, type TelemetryManifest } from '../model/manifest.js';
 import { MANIFEST_FILE, SIGNATURE_FILE, loadModelPackage } from '../model/package.js';
 import type { Reading } from '../telemetry/reading.js';
-import { repoRoot } from './simulate/defaults.js';
 
 export type ReferenceData =
   | { type: 'camera'; count: number; seed: number; defectRate: number; width: number; height: number }
@@ -66,7 +66,8 @@ export function defaultData(m: Manifest, over: Partial<Record<string, string>> =
   if (kind === 'cmapss')
     return {
       type: 'cmapss',
-      dir: over['cmapss-dir'] ?? path.join(path.dirname(repoRoot()), 'shared/datasets/cmapss'),
+      // $VIGIL_CMAPSS_DIR, else the shared dataset folders; says where it looked when none has it.
+      dir: over['cmapss-dir'] ?? cmapssDir(),
       subsets: ['FD001', 'FD003'],
     };
   if (kind === 'pump' || kind === 'spindle')

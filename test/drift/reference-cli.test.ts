@@ -4,13 +4,15 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { modelsReferenceCommand } from '../../runtime/cli/models-reference.js';
 import { loadModelPackage } from '../../runtime/model/package.js';
+import { cmapssDir } from '../../simulator/machines/cmapss-data.js';
 import { ROOT } from '../helpers/daemon.js';
 
 // `vigil models reference` on copies of the shipped packages, with few samples: it runs Vigil's
 // own preprocessing and engine, writes a valid manifest (vigil.json is not in its own sha256
 // list, so the package stays verified), and refuses a signed package.
 
-const CMAPSS = path.resolve(ROOT, '../shared/datasets/cmapss');
+// $VIGIL_CMAPSS_DIR or the shared dataset folders (it throws, naming where it looked, without them).
+const CMAPSS = cmapssDir();
 let dir: string;
 const lines: string[] = [];
 const say = (l: string) => void lines.push(l);
