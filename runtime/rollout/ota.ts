@@ -11,7 +11,8 @@ import { ModelStore } from '../modelstore/store.js';
 import type { ModelAction } from '../ops/http.js';
 import { verifyPackage } from '../modelstore/verify.js';
 import { MlflowRegistryClient } from '../registry/mlflow.js';
-import type { RegistryClient } from '../registry/types.js';
+import { RegistryError, type RegistryClient } from '../registry/types.js';
+import { sleep } from '../backoff.js';
 import { RolloutController } from './controller.js';
 import { ModelFollower } from './follower.js';
 import type { RolloutEvent } from './types.js';
@@ -44,6 +45,9 @@ export function storeOwner(storeDir: string): number | undefined {
 /** States worth writing back to the registry: where a version is on its way, and how it ended. */
 const TAGGED_STATES = new Set(['shadow', 'promoted', 'rejected', 'rolled_back']);
 
+/** Tries of one tag write when the registry is unreachable, slow or unavailable (0.5 + 1 + 2 + 4 s apart). */
+const TAG_ATTEMPTS = 5;
+
 /**
  * Over-the-air rollout for the daemon: the registry client, the on-disk model store, and per
  * model that follows a registered model its rollout controller and follower. Rollout events are
@@ -55,6 +59,8 @@ export class ModelRollouts {
   private readonly followers = new Map<string, ModelFollower>();
   /** Registry tag writes, in event order. */
   private tags: Promise<void> = Promise.resolve();
+  /** Cut short the retries of tag writes at stop. */
+  private readonly stopping = new AbortController();
 
   private constructor(
     private readonly loaded: LoadedConfig,
@@ -203,6 +209,7 @@ export class ModelRollouts {
   }
 
   async stop(): Promise<void> {
+    this.stopping.abort();
     for (const f of this.followers.values()) await f.stop();
     for (const c of this.controllers.values()) await c.close();
     await this.tags;
@@ -217,15 +224,26 @@ export class ModelRollouts {
     // One after another, in the order of the events: a later decision's tags must never be
     // overwritten by an earlier event's write that happened to finish last.
     this.tags = this.tags.then(async () => {
-      try {
-        // The reason first: whoever sees the new state also sees its reason.
-        await this.client.setVersionTag(r.name, r.version, `${prefix}.reason`, reason.slice(0, 4_000));
-        await this.client.setVersionTag(r.name, r.version, `${prefix}.state`, event.state);
-      } catch (err) {
-        this.log.warn(
-          { version: r.version, err: errorMessage(err) },
-          `could not report ${event.state} of version ${r.version} to the registry: ${errorMessage(err)}`,
-        );
+      // A registry that is slow or restarting (a timeout, a 503) gets a few more tries: the tags
+      // are how the ML engineer learns the verdict. A problem a person must fix is not retried.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          // The reason first: whoever sees the new state also sees its reason.
+          await this.client.setVersionTag(r.name, r.version, `${prefix}.reason`, reason.slice(0, 4_000));
+          await this.client.setVersionTag(r.name, r.version, `${prefix}.state`, event.state);
+          return;
+        } catch (err) {
+          const again = err instanceof RegistryError && err.retryable && attempt < TAG_ATTEMPTS;
+          if (again && !this.stopping.signal.aborted) {
+            await sleep(500 * 2 ** (attempt - 1), this.stopping.signal);
+            if (!this.stopping.signal.aborted) continue;
+          }
+          this.log.warn(
+            { version: r.version, attempts: attempt, err: errorMessage(err) },
+            `could not report ${event.state} of version ${r.version} to the registry: ${errorMessage(err)}`,
+          );
+          return;
+        }
       }
     });
   }
