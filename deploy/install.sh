@@ -335,6 +335,17 @@ if [ "$old" != "$version" ]; then
   [ -n "$old" ] && [ -d "$root$prefix/$old" ] && relink "$root$prefix/previous" "$old"
   say "$prefix/current -> $version${old:+ (previous: $old; install.sh --rollback returns to it)}"
 fi
+# Older versions go: a gateway upgraded for years keeps only current and previous on its disk.
+keep_previous=$(readlink "$root$prefix/previous" 2>/dev/null || true)
+for d in "$root$prefix"/*/; do
+  d=${d%/}
+  name=$(basename "$d")
+  if [ -L "$d" ] || [ ! -f "$d/MANIFEST" ] || [ "$name" = "$version" ] || [ "$name" = "$keep_previous" ]; then
+    continue
+  fi
+  rm -rf --one-file-system "$d"
+  say "removed the old version $name (only current and previous are kept)"
+done
 install -d -m 0755 "$root/usr/local/bin"
 relink "$root/usr/local/bin/vigil" "$prefix/current/bin/vigil"
 
@@ -355,7 +366,10 @@ done
 if systemd_running; then
   [ "$unit_changed" = 1 ] && systemctl daemon-reload
   systemctl enable --quiet vigil.service
-  if [ "$start" = 1 ]; then
+  if [ "$start" = 1 ] && [ "$old" = "$version" ] && [ "$unpack" = 0 ] && [ "$unit_changed" = 0 ] &&
+    systemctl is-active --quiet vigil.service; then
+    say "vigil.service already runs $version with these units: not restarted"
+  elif [ "$start" = 1 ]; then
     systemctl restart vigil.service
     say "vigil.service enabled and (re)started; follow it with: journalctl -u vigil -f"
   else

@@ -532,6 +532,17 @@ describe('reinstall, upgrade, rollback, refusals', () => {
     expect(launcher.stdout.trim()).toBe(`/opt/vigil/${VERSION}/bin/vigil`);
     const v = await root.run(['/usr/local/bin/vigil', '--version']);
     expect(v.stdout.trim()).toBe(VERSION);
+
+    // A third version: only current and previous stay on the disk, the oldest goes.
+    const third = `${VERSION}-third-test`;
+    await manifestEdit((m) => m.replace(/VIGIL_VERSION=.*/, `VIGIL_VERSION=${third}`));
+    r = await installInRoot('--bundle', DIR);
+    expect(r.code, output(r)).toBe(0);
+    expect(r.stdout).toContain(`removed the old version ${next}`);
+    expect((await readdirNames('opt/vigil')).sort()).toEqual(['current', 'previous', VERSION, third].sort());
+    r = await installInRoot('--rollback');
+    expect(r.code, output(r)).toBe(0);
+    expect(await current()).toBe(VERSION);
   }, 300_000);
 });
 
