@@ -1,17 +1,12 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { v7 as uuidv7 } from 'uuid';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DriftConfig } from '../../runtime/config/drift.js';
-import { MqttConfig, PipelineConfig, StoreConfig } from '../../runtime/config/schema.js';
+import { PipelineConfig } from '../../runtime/config/schema.js';
 import { DriftMonitor } from '../../runtime/drift/monitor.js';
 import type { DriftAlert } from '../../runtime/drift/types.js';
-import { loadEngine } from '../../runtime/engines/load.js';
 import type { WorkerEngine } from '../../runtime/engines/worker-engine.js';
 import { silentLogger } from '../../runtime/log.js';
-import { Metrics } from '../../runtime/ops/metrics.js';
 import type { ScoredSample } from '../../runtime/pipeline/observer.js';
 import { Pipeline } from '../../runtime/pipeline/pipeline.js';
 import { MqttPublisher } from '../../runtime/publish/mqtt-publisher.js';
@@ -20,11 +15,9 @@ import { SimCamera } from '../../simulator/camera/camera.js';
 import { renderFrame } from '../../simulator/camera/render.js';
 import type { Lighting } from '../../simulator/camera/types.js';
 import type { FrameSink } from '../../simulator/camera/sinks.js';
-import { OPTIONS } from '../engines/support.js';
 import { ROOT } from '../helpers/daemon.js';
-import { startMosquitto, type RunningMosquitto } from '../helpers/mosquitto.js';
-import { watch, type Watcher } from '../publish/subscriber.js';
-import { PeakTracker, keepFigures, round4 } from './support.js';
+import type { Watcher } from '../publish/subscriber.js';
+import { PeakTracker, keepFigures, round4, startDriftRig } from './support.js';
 
 // Drift of the defect model measured on the simulator camera, everything real: 640x480 JPEG
 // frames rendered by the simulator (as the training set was), Vigil's frame pipeline with the
@@ -39,8 +32,7 @@ const NULL_FRAMES = Number(process.env.DRIFT_NULL_FRAMES ?? 1000);
 /** A quarter less light on the line: an ageing lamp, or the exposure turned down. */
 const DIMMER: Lighting = { gain: 0.75 };
 
-let broker: RunningMosquitto;
-let dir: string;
+let closeRig: (() => Promise<void>) | undefined;
 let store: Store;
 let publisher: MqttPublisher;
 let watcher: Watcher;
@@ -53,34 +45,15 @@ let processed = 0;
 const observeUs: number[] = [];
 
 beforeAll(async () => {
-  broker = await startMosquitto();
-  dir = await mkdtemp(path.join(os.tmpdir(), 'vigil-drift-camera-'));
-  store = Store.open(
-    path.join(dir, 'vigil.db'),
-    StoreConfig.parse({ path: 'x', synchronous: 'normal' }),
-    silentLogger(),
-  );
-  publisher = new MqttPublisher({
-    config: MqttConfig.parse({ url: broker.url }),
-    deviceId: DEVICE,
-    log: silentLogger(),
-    version: 'test',
-    outbox: store,
-    env: {},
-  });
-  await publisher.start();
-  watcher = await watch(broker.url, `vigil/${DEVICE}/alerts/drift`);
-  engine = await loadEngine(PACKAGE, OPTIONS, silentLogger());
-  const metrics = new Metrics({ processMetrics: false });
-  monitor = new DriftMonitor({
-    deviceId: DEVICE,
-    configs: { line: DriftConfig.parse({}) },
-    sink: store,
-    publisher,
-    metrics,
-    log: silentLogger(),
+  const rig = await startDriftRig({
+    device: DEVICE,
+    packageDir: PACKAGE,
+    pipeline: 'line',
     onAlert: (alert) => alerts.push({ alert, processed }),
   });
+  closeRig = () => rig.close();
+  ({ store, publisher, watcher, engine, monitor } = rig);
+  const metrics = rig.metrics;
   // The observer's own cost, timed around the real call.
   const timed = {
     scored(s: ScoredSample) {
@@ -111,13 +84,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await pipeline?.stop();
-  await monitor?.stop();
-  await watcher?.end();
-  await publisher?.stop();
-  await engine?.close();
-  store?.close();
-  await broker?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await closeRig?.();
 });
 
 /** Frames handed to the pipeline and not yet scored, by origin. */

@@ -1,26 +1,19 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DriftConfig } from '../../runtime/config/drift.js';
-import { MqttConfig, PipelineConfig, StoreConfig } from '../../runtime/config/schema.js';
+import { PipelineConfig } from '../../runtime/config/schema.js';
 import { DriftMonitor } from '../../runtime/drift/monitor.js';
 import type { DriftAlert } from '../../runtime/drift/types.js';
-import { loadEngine } from '../../runtime/engines/load.js';
 import type { WorkerEngine } from '../../runtime/engines/worker-engine.js';
 import { silentLogger } from '../../runtime/log.js';
-import { Metrics } from '../../runtime/ops/metrics.js';
 import { TelemetryPipeline } from '../../runtime/pipeline/telemetry-pipeline.js';
 import { MqttPublisher } from '../../runtime/publish/mqtt-publisher.js';
 import { Store } from '../../runtime/store/store.js';
 import type { Reading } from '../../runtime/telemetry/reading.js';
 import { ManualTime, SimClock } from '../../simulator/machines/clock.js';
 import { parseScenario } from '../../simulator/scenario/load.js';
-import { OPTIONS } from '../engines/support.js';
 import { ROOT } from '../helpers/daemon.js';
-import { startMosquitto, type RunningMosquitto } from '../helpers/mosquitto.js';
-import { watch, type Watcher } from '../publish/subscriber.js';
-import { PeakTracker, keepFigures } from './support.js';
+import type { Watcher } from '../publish/subscriber.js';
+import { PeakTracker, keepFigures, startDriftRig } from './support.js';
 
 // Drift of the pump failure model measured on the simulator: a simulated pump (the same physics
 // as its training runs, another seed, failing and being repaired), read every operating hour,
@@ -38,8 +31,7 @@ const OFFSET_HOURS = 5_000;
 const END = OFFSET_AT + OFFSET_HOURS + 5_000;
 const OFFSET = 5;
 
-let broker: RunningMosquitto;
-let dir: string;
+let closeRig: (() => Promise<void>) | undefined;
 let store: Store;
 let publisher: MqttPublisher;
 let watcher: Watcher;
@@ -50,34 +42,16 @@ let scored = 0;
 const alerts: Array<{ alert: DriftAlert; scored: number }> = [];
 
 beforeAll(async () => {
-  broker = await startMosquitto();
-  dir = await mkdtemp(path.join(os.tmpdir(), 'vigil-drift-telemetry-'));
-  store = Store.open(
-    path.join(dir, 'vigil.db'),
-    StoreConfig.parse({ path: 'x', synchronous: 'normal', maxRows: 1_000_000 }),
-    silentLogger(),
-  );
-  publisher = new MqttPublisher({
-    config: MqttConfig.parse({ url: broker.url }),
-    deviceId: DEVICE,
-    log: silentLogger(),
-    version: 'test',
-    outbox: store,
-    env: {},
-  });
-  await publisher.start();
-  watcher = await watch(broker.url, `vigil/${DEVICE}/alerts/drift`);
-  engine = await loadEngine(PACKAGE, OPTIONS, silentLogger());
-  const metrics = new Metrics({ processMetrics: false });
-  monitor = new DriftMonitor({
-    deviceId: DEVICE,
-    configs: { pumps: DriftConfig.parse({}) },
-    sink: store,
-    publisher,
-    metrics,
-    log: silentLogger(),
+  const rig = await startDriftRig({
+    device: DEVICE,
+    packageDir: PACKAGE,
+    pipeline: 'pumps',
+    maxRows: 1_000_000,
     onAlert: (alert) => alerts.push({ alert, scored }),
   });
+  closeRig = () => rig.close();
+  ({ store, publisher, watcher, engine, monitor } = rig);
+  const metrics = rig.metrics;
   pipeline = new TelemetryPipeline({
     name: 'pumps',
     config: PipelineConfig.parse({ sources: ['plant'], model: 'pump-failure', maxPendingWindows: 1000 }),
@@ -94,13 +68,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await pipeline?.stop();
-  await monitor?.stop();
-  await watcher?.end();
-  await publisher?.stop();
-  await engine?.close();
-  store?.close();
-  await broker?.stop();
-  if (dir) await rm(dir, { recursive: true, force: true });
+  await closeRig?.();
 });
 
 describe('drift of the pump failure model on a simulated pump', () => {
