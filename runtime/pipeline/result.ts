@@ -1,3 +1,5 @@
+import type { ExpectationRule } from '../telemetry/reading.js';
+
 /** Per-stage timings of one sample, in milliseconds. */
 export interface StageTimings {
   /** Waiting in the scheduler's slot before processing began. */
@@ -39,6 +41,29 @@ export interface Result {
   asset?: string | undefined;
   /** Telemetry results: what the window was and what the model said, beyond the score. */
   details?: TelemetryDetails | undefined;
+  /**
+   * Frames: sha256 (hex) of the encoded image as it arrived. The frame itself is not stored, so
+   * this is what ties a result to the bytes a camera sent (docs/OBSERVABILITY.md, trace ids).
+   */
+  payloadSha256?: string | undefined;
+  /**
+   * Present when the pipeline's data-quality policy is `flag` and the input broke an
+   * expectation: the model scored it anyway, and says so (docs/DATA-QUALITY.md).
+   */
+  dataQuality?: DataQualityFlag | undefined;
+}
+
+/** Why a scored input was flagged: the broken expectations, at most 16, newest first. */
+export interface DataQualityFlag {
+  flagged: true;
+  violations: Array<{
+    source: string;
+    /** Telemetry: the asset and tag; frames: absent. */
+    asset?: string | undefined;
+    tag?: string | undefined;
+    rule: ExpectationRule;
+    message: string;
+  }>;
 }
 
 /**
@@ -68,6 +93,11 @@ export interface TelemetryDetails {
   state?: 'raised' | 'cleared' | undefined;
   /** Cleared alerts: the id of the alert they clear. */
   clears?: string | undefined;
+  /**
+   * The trace ids (Reading.traceId) of the messages whose readings made the window's last step,
+   * at most 16: the way from a result back to the messages a device sent.
+   */
+  traceIds?: string[] | undefined;
 }
 
 export type Severity = 'info' | 'warning' | 'critical';
@@ -102,4 +132,8 @@ export interface Alert {
   asset?: string | undefined;
   /** Telemetry alerts: state (raised/cleared), RUL or probability, lead time, top tags. */
   details?: TelemetryDetails | undefined;
+  /** Frame alerts: sha256 (hex) of the frame as it arrived (the result's payloadSha256). */
+  payloadSha256?: string | undefined;
+  /** As the result's: the input broke an expectation and was scored under the `flag` policy. */
+  dataQuality?: DataQualityFlag | undefined;
 }

@@ -1,3 +1,4 @@
+import { v7 as uuidv7 } from 'uuid';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../ops/metrics.js';
@@ -227,9 +228,14 @@ export class TelemetryIngest {
     // Counted per batch, not per reading: a labelled counter increment costs more than the check.
     const counts = { good: 0, uncertain: 0, bad: 0 };
     const accepted: Reading[] | undefined = this.o.onAccepted ? [] : undefined;
+    // One batch is one message from the device: its readings share one trace id unless the
+    // adapter took one from the sender.
+    let batchTrace: string | undefined;
     for (const r of batch) {
-      // The source name is the runtime's to give, not the adapter's.
-      const reading: Reading = r.source === source ? r : { ...r, source };
+      // The source name and the trace id are the runtime's to give, not the adapter's.
+      let reading: Reading = r.source === source ? r : { ...r, source };
+      if (typeof reading.traceId !== 'string' || reading.traceId === '')
+        reading = { ...reading, traceId: (batchTrace ??= uuidv7()) };
       const refusal = gate.check(reading, now);
       if (refusal) {
         this.refuse(

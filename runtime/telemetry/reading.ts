@@ -36,4 +36,34 @@ export interface Reading {
   serverTime?: number | null | undefined;
   /** When Vigil received it (ms since the epoch, wall clock). */
   receivedAt: number;
+  /**
+   * The trace id of the message this reading arrived in (one MQTT message, one OPC-UA
+   * notification batch, one serial line or Modbus poll): given at ingest (a UUIDv7), or taken
+   * from the sender where the protocol carries one. Follows the reading into the store, the
+   * window results built from it, data-quality alerts and the upstream messages.
+   */
+  traceId?: string | undefined;
+  /**
+   * The data expectations this reading broke (docs/DATA-QUALITY.md), by rule name: `range`,
+   * `not_null`, `rate_of_change`, `allowed_values`. Absent or empty: it met every expectation
+   * declared for its tag. Stored with the reading; the pipeline's policy decides what a model
+   * sees of a flagged reading.
+   */
+  flags?: readonly ExpectationRule[] | undefined;
 }
+
+/**
+ * The rules of a data expectation (docs/DATA-QUALITY.md). Per reading: `range`, `not_null`,
+ * `rate_of_change`, `allowed_values`; per series over time: `stale`; per JSON payload:
+ * `payload_fields` (expected fields missing) and `schema_drift` (the payload's fields changed
+ * shape); per frame: `image`.
+ */
+export type ExpectationRule =
+  | 'range'
+  | 'not_null'
+  | 'rate_of_change'
+  | 'allowed_values'
+  | 'stale'
+  | 'payload_fields'
+  | 'schema_drift'
+  | 'image';
