@@ -28,6 +28,10 @@ import { UpstreamForwarder } from './forward/upstream.js';
 import { StoreUpkeep } from './upkeep.js';
 import { ModelRollouts } from './rollout/ota.js';
 import { DriftMonitor } from './drift/monitor.js';
+import { DataQuality } from './quality/data-quality.js';
+import { NO_MODEL, type AlertOwner } from './quality/monitor.js';
+import { expectationTagWarnings } from './quality/tag-names.js';
+import type { SourceContext } from './pipeline/source.js';
 import { VERSION } from './version.js';
 
 export interface DaemonHooks {
@@ -57,6 +61,7 @@ export class Daemon {
   private upkeep: StoreUpkeep | undefined;
   private rollouts: ModelRollouts | undefined;
   private drift: DriftMonitor | undefined;
+  private dataQuality: DataQuality | undefined;
   private ops: Awaited<ReturnType<typeof startOpsServer>> | undefined;
   private readonly startedAt = new Date();
   /** Told about every scored sample of every pipeline (status page gallery, drift monitor). */
@@ -150,7 +155,7 @@ export class Daemon {
       },
     });
 
-    this.rollouts = await ModelRollouts.open(this.loaded, log);
+    this.rollouts = await ModelRollouts.open(this.loaded, log, this.metrics);
     for (const [name, mc] of Object.entries(config.models)) {
       const options: EngineOptions = { onnx: mc.onnx, tflite: mc.tflite, warmupRuns: mc.warmupRuns };
       const host = new ModelHost(
@@ -183,6 +188,8 @@ export class Daemon {
     this.publisher = new MqttPublisher({
       config: config.mqtt,
       deviceId: config.device.id,
+      reconnectMinMs: config.mqtt.reconnect.initialDelayMs,
+      reconnectMaxMs: config.mqtt.reconnect.maxDelayMs,
       resolvePath: (p) => resolvePath(this.loaded, p),
       log: log.child({ component: 'mqtt' }),
       version: VERSION,
@@ -203,6 +210,21 @@ export class Daemon {
     });
     this.observers.push(this.drift);
 
+    // Data expectations of the sources (docs/DATA-QUALITY.md): checked on ingest, alerted on
+    // through the same store and outbox as every other alert.
+    const dataQuality = new DataQuality({
+      deviceId: config.device.id,
+      sources: config.sources,
+      sink: this.store,
+      publisher: this.publisher,
+      metrics: this.metrics,
+      log: log.child({ component: 'data-quality' }),
+      owner: (source) => this.alertOwner(source),
+    });
+    this.dataQuality = dataQuality;
+    for (const w of expectationTagWarnings(config.sources))
+      log.warn({ path: w.path }, `${w.path}: ${w.message}`);
+
     for (const [name, pc] of Object.entries(config.pipelines)) {
       const model = this.models.get(pc.model)!;
       const common = {
@@ -221,14 +243,18 @@ export class Daemon {
         observers: this.observers,
       };
       if ((await this.pipelineKind(name, model)) === 'telemetry') {
-        const p = new TelemetryPipeline(common);
+        const p = new TelemetryPipeline({ ...common, dataQuality });
         this.telemetryPipelines.set(name, p);
         for (const s of pc.sources)
           this.telemetryReaders.set(s, [...(this.telemetryReaders.get(s) ?? []), p]);
       } else {
         this.pipelines.set(
           name,
-          new Pipeline({ ...common, inputError: (sample, reason) => this.countInputError(sample, reason) }),
+          new Pipeline({
+            ...common,
+            inputError: (sample, reason) => this.countInputError(sample, reason),
+            dataQuality: dataQuality.frames,
+          }),
         );
       }
     }
@@ -253,20 +279,25 @@ export class Daemon {
       if (frames && readers.length === 0)
         log.warn({ source: name }, `source ${name} is not read by any pipeline; its frames are ignored`);
       const slog = log.child({ source: name });
-      // Telemetry limits are per source; the gate applies them and the clock checks.
-      const gate = new ReadingGate(limitsOf(sc), config.telemetry);
-      const source = await createSource(name, sc, {
+      // Telemetry limits and expectations are per source; the gate applies the limits and the
+      // clock checks, and carries the expectations the ingest applies to what passes.
+      const gate = new ReadingGate(limitsOf(sc), config.telemetry, dataQuality.expectationsFor(name));
+      const ctx: SourceContext = {
         log: slog,
         resolvePath: (p) => resolvePath(this.loaded, p),
         emit: (sample) => {
           this.metrics.framesIn.inc({ source: name });
+          dataQuality.frameSeen(sample);
           for (const [, p] of readers) p.offer(sample);
         },
         reject: (reason, message, origin) => ingest.refuse(name, reason, message, origin, slog),
         readings: (batch) => ingest.accept(name, batch, gate, slog),
         readingsDurable: (batch, mark) => ingest.acceptDurable(name, batch, gate, slog, mark),
         reconnected: () => ingest.reconnected(name),
-      });
+        payloadQuality: dataQuality.payloadHookFor(name),
+        storeRefusing: () => readers.some(([, p]) => p.storeRefusing),
+      };
+      const source = await createSource(name, sc, ctx);
       this.sources.set(name, source);
       await source.start(this.lifetime.signal);
     }
@@ -285,6 +316,8 @@ export class Daemon {
       // After the sources: a new version's shadow needs live inputs.
       this.rollouts.start();
     }
+    // Staleness counts from here: every source has had its chance to connect.
+    dataQuality.start();
     this.upkeep = new StoreUpkeep(this.store, config.store, log.child({ component: 'store' }));
     this.upkeep.start();
     // Alerts whose PUBACK timed out on a connection that stayed up are retried here; a
@@ -356,6 +389,32 @@ export class Daemon {
     return kind;
   }
 
+  /**
+   * The pipeline and model a data_quality alert about a source names: the first pipeline that
+   * reads it (in config order) and the model serving it, with every reader listed apart; the
+   * source itself and no model when none does. One pipeline name, never a list: `pipeline` is a
+   * label of vigil_alerts_total, and a joined list would make a series per combination.
+   */
+  private alertOwner(source: string): AlertOwner {
+    const readers = Object.entries(this.loaded.config.pipelines).filter(([, pc]) =>
+      pc.sources.includes(source),
+    );
+    if (readers.length === 0) return { pipeline: source, pipelines: [], model: NO_MODEL };
+    const engine = this.models.get(readers[0]![1].model)?.current();
+    return {
+      pipeline: readers[0]![0],
+      pipelines: readers.map(([n]) => n),
+      model: engine
+        ? {
+            name: engine.manifest.name,
+            version: engine.manifest.version,
+            backend: engine.backend,
+            provider: engine.provider,
+          }
+        : { ...NO_MODEL, name: readers[0]![1].model },
+    };
+  }
+
   /** Samples already counted as bad input, so that one sample read by two pipelines counts once. */
   private readonly countedBadSamples = new WeakSet<FrameSample>();
 
@@ -424,6 +483,8 @@ export class Daemon {
       upstream: this.upstream?.status() ?? { enabled: false },
       ...(this.rollouts ? { rollout: this.rollouts.status() } : {}),
       drift: this.drift?.status() ?? {},
+      // Per source: data-quality alerts raised and not cleared, and violations counted.
+      dataQuality: this.dataQuality?.status() ?? {},
     };
   }
 
@@ -487,6 +548,7 @@ export class Daemon {
       await withDeadline(`pipeline ${name}`, p.stop(), left(5_000), log);
     // After the pipelines, whose last samples it may still evaluate; before the publisher it sends with.
     if (this.drift) await withDeadline('drift monitor', this.drift.stop(), left(2_000), log);
+    if (this.dataQuality) await withDeadline('data quality', this.dataQuality.stop(), left(2_000), log);
     try {
       this.ingest?.close();
     } catch (err) {

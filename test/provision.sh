@@ -2,7 +2,8 @@
 # Makes sure the real components the tests talk to are installed:
 #  - Debian packages: Mosquitto (MQTT broker), socat (serial pseudo-terminal pairs), openssl
 #    (certificates for the OPC-UA security tests), debootstrap, qemu-user-static and an aarch64
-#    cross compiler (install and ARM64 tests), Chromium (status page test);
+#    cross compiler (install and ARM64 tests), Chromium (status page test), faketime (the
+#    clock-jump chaos drill);
 #  - a Python virtual environment outside the clone with the independent protocol peers
 #    (asyncua, an OPC-UA server from another implementation), from test/peers/requirements.txt;
 #  - a second one with the real MLflow tracking server and client (model registry tests), from
@@ -24,6 +25,8 @@ command -v debootstrap >/dev/null 2>&1 || [ -x /usr/sbin/debootstrap ] || missin
 command -v qemu-aarch64-static >/dev/null 2>&1 || missing+=(qemu-user-static)
 command -v aarch64-linux-gnu-g++ >/dev/null 2>&1 || missing+=(g++-aarch64-linux-gnu)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# libfaketime for the clock-jump chaos drill (npm run chaos -- --scenario clock-jump; docs/CHAOS.md).
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

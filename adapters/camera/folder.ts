@@ -311,9 +311,13 @@ export class FolderCameraSource implements Source {
     const data = await readFile(file).catch((err: NodeJS.ErrnoException) => err);
     if (data instanceof Error) return this.readFailed(file, origin, data, sig);
     if (data.length !== s.size) return; // changed between stat and read: look again
+    // A file carries no id of its own: the frame's sample id (its trace id) is born here.
+    const id = uuidv7();
+    if (this.log.isLevelEnabled('debug'))
+      this.log.debug({ sampleId: id, origin, bytes: data.length }, 'frame received');
     this.ctx.emit({
       kind: 'frame',
-      id: uuidv7(),
+      id,
       source: this.name,
       receivedAt: Date.now(),
       arrivedAt,

@@ -7,6 +7,7 @@ import type { CameraHttpSource as CameraHttpSourceSchema } from '../../runtime/c
 import { VigilError, errorMessage } from '../../runtime/errors.js';
 import type { InputRejectReason, Source, SourceContext, SourceState } from '../../runtime/pipeline/source.js';
 import { sniffImageType } from '../../runtime/pipeline/preprocess.js';
+import { pickTraceId } from '../trace-id.js';
 
 export type CameraHttpConfig = z.infer<typeof CameraHttpSourceSchema>;
 
@@ -25,11 +26,8 @@ const MAX_ORIGIN_LENGTH = 200;
 
 /** How long stop() waits for requests in progress before it cuts their sockets. */
 const STOP_GRACE_MS = 1000;
-
-/** An id a client may give its frame (X-Request-Id): short, printable, safe in logs, topics and SQL. */
-const CLIENT_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
-/** W3C trace context: version-traceid-parentid-flags; the trace id names the frame. */
-const TRACEPARENT = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/;
+/** Retry-After of a 503 while the store refuses writes: about when the pipeline probes it again. */
+const STORE_RETRY_AFTER_S = 2;
 
 /**
  * Frames POSTed over HTTP: `POST <path>` with the encoded JPEG or PNG as the body. Answers 202
@@ -168,6 +166,18 @@ export class HttpCameraSource implements Source {
         origin,
       );
     }
+    if (this.ctx.storeRefusing?.()) {
+      // A frame taken now could only be dropped: the camera keeps it and sends it again.
+      res.setHeader('Retry-After', String(STORE_RETRY_AFTER_S));
+      return this.refuse(
+        req,
+        res,
+        503,
+        'store_unavailable',
+        'the gateway cannot store results right now (is its disk full?); send the frame again later',
+        origin,
+      );
+    }
     const mediaType = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     if (!ACCEPTED_TYPES.has(mediaType)) {
       return this.refuse(
@@ -296,10 +306,7 @@ function header(req: IncomingMessage, name: string): string | undefined {
  * gets one of ours), else the trace id of a traceparent header.
  */
 function clientId(req: IncomingMessage): string | undefined {
-  const requestId = header(req, 'x-request-id');
-  if (requestId !== undefined && CLIENT_ID.test(requestId)) return requestId;
-  const trace = TRACEPARENT.exec(header(req, 'traceparent') ?? '')?.[1];
-  return trace !== undefined && !/^0+$/.test(trace) ? trace : undefined;
+  return pickTraceId({ requestId: header(req, 'x-request-id'), traceparent: header(req, 'traceparent') });
 }
 
 /** The client's name for the frame (X-Frame-Origin or ?origin=), else `<remote address>#<n>`. */

@@ -15,6 +15,7 @@ import { VigilError, errorMessage } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/log.js';
 import { redactUrl, refusalCode, withTimeout } from '../../runtime/mqtt-connect.js';
 import type { SourceContext, SourceState } from '../../runtime/pipeline/source.js';
+import { pickTraceId } from '../trace-id.js';
 
 /**
  * One subscribing MQTT client for a telemetry source: connects from the source's config, keeps
@@ -37,6 +38,12 @@ export interface MqttPacketInfo {
   /** Set by the broker on a redelivery of a message it sent before without an acknowledgement. */
   dup: boolean;
   qos: 0 | 1 | 2;
+  /**
+   * MQTT 5 only: the sender's trace id for the message, from its user property `x-request-id`,
+   * else the trace id of a `traceparent` user property, else its correlation data (trace-id.ts
+   * says which ids are taken). Absent under MQTT 3.1.1, which has no message properties.
+   */
+  traceId?: string;
 }
 
 export interface TopicSubscription {
@@ -64,6 +71,41 @@ export interface SourceMqttOptions {
   will?: () => NonNullable<IClientOptions['will']>;
   /** Environment for passwordEnv; defaults to process.env. */
   env?: Record<string, string | undefined>;
+  /**
+   * 4 (MQTT 3.1.1, the default: every broker speaks it) or 5 (MQTT 5: senders can put a trace id
+   * on a message as a user property or correlation data). With 5, a persistent session asks the
+   * broker to keep it until the broker's own expiry, as clean session off does under 3.1.1.
+   * Absent: the source config's `protocolVersion`, else 4.
+   */
+  protocolVersion?: 4 | 5;
+}
+
+/**
+ * MQTT 5 session expiry that means "never": the broker's own limit applies (Mosquitto:
+ * persistent_client_expiration), as for a 3.1.1 session with clean session off.
+ */
+const SESSION_NEVER_EXPIRES = 0xffffffff;
+
+/**
+ * The sender's trace id on an MQTT 5 PUBLISH (see MqttPacketInfo.traceId), or undefined. A user
+ * property given twice is read from its first value.
+ */
+export function packetTraceId(properties: IPublishPacket['properties']): string | undefined {
+  if (!properties) return undefined;
+  const user = properties.userProperties;
+  const first = (name: string): unknown => {
+    if (!user) return undefined;
+    const key = Object.keys(user).find((k) => k.toLowerCase() === name);
+    const v = key === undefined ? undefined : user[key];
+    return Array.isArray(v) ? v[0] : v;
+  };
+  const correlation = properties.correlationData;
+  return pickTraceId({
+    requestId: first('x-request-id'),
+    traceparent: first('traceparent'),
+    // Binary by the spec; a sender that uses it for a trace id writes text.
+    correlation: correlation && correlation.length <= 128 ? correlation.toString('utf8') : undefined,
+  });
 }
 
 /**
@@ -252,13 +294,16 @@ export class SourceMqttClient {
    */
   private handleMessage(client: MqttClient, packet: IPublishPacket, callback: (err?: Error) => void): void {
     const receivedAt = Date.now();
-    // The connection uses MQTT 3.1.1 (no topic aliases): the packet's topic is the whole topic.
+    // No topic aliases (3.1.1 has none; under 5 the client allows none): the packet's topic is the
+    // whole topic.
     const topic = packet.topic;
     const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+    const traceId = packetTraceId(packet.properties);
     const info: MqttPacketInfo = {
       dup: packet.dup,
       qos: packet.qos,
       ...(packet.messageId !== undefined ? { messageId: packet.messageId } : {}),
+      ...(traceId !== undefined ? { traceId } : {}),
     };
     let pending: void | Promise<void> = undefined;
     try {
@@ -293,8 +338,18 @@ export class SourceMqttClient {
   private clientOptions(): IClientOptions {
     const { config } = this.opts;
     const will = this.opts.will?.();
+    const v5 = (this.opts.protocolVersion ?? config.protocolVersion) === 5;
     return {
       clientId: this.clientId,
+      ...(v5
+        ? {
+            protocolVersion: 5,
+            // Under 5, clean start off alone keeps nothing once the connection closes.
+            ...(this.opts.session === 'persistent'
+              ? { properties: { sessionExpiryInterval: SESSION_NEVER_EXPIRES } }
+              : {}),
+          }
+        : {}),
       username: config.username,
       password: this.password,
       keepalive: config.keepaliveSeconds,

@@ -2,6 +2,10 @@ import type { MqttJsonSubscription } from '../../runtime/config/sources/mqtt.js'
 import { TagName } from '../../runtime/config/sources/telemetry.js';
 import type { InputRejectReason } from '../../runtime/pipeline/source.js';
 import type { Reading } from '../../runtime/telemetry/reading.js';
+import { getPath } from '../../runtime/json-path.js';
+
+// Re-exported for callers of this module; the one implementation is runtime/json-path.ts.
+export { getPath };
 
 /**
  * Turns one JSON payload received on a topic into readings, by a subscription's mapping. Pure:
@@ -26,6 +30,8 @@ export interface MappingRejection {
 export interface MappingOutcome {
   readings: Reading[];
   rejections: MappingRejection[];
+  /** The parsed payload and its asset, once both could be read: for the payload expectations. */
+  parsed?: { payload: unknown; asset: string } | undefined;
 }
 
 /**
@@ -67,23 +73,6 @@ export function usableId(s: string): boolean {
 function isControl(ch: string): boolean {
   const c = ch.charCodeAt(0);
   return c < 0x20 || c === 0x7f;
-}
-
-/** Looks a dotted path up: object keys (own ones only), array indexes as digits. */
-export function getPath(root: unknown, keys: readonly string[]): unknown {
-  let at: unknown = root;
-  for (const k of keys) {
-    if (Array.isArray(at)) {
-      if (!/^\d+$/.test(k)) return undefined;
-      at = at[Number(k)];
-    } else if (typeof at === 'object' && at !== null) {
-      if (!Object.hasOwn(at, k)) return undefined;
-      at = (at as Record<string, unknown>)[k];
-    } else {
-      return undefined;
-    }
-  }
-  return at;
 }
 
 /** A few printable characters of what was received, for a message a person reads. */
@@ -256,9 +245,13 @@ export function mapJsonMessage(compiled: CompiledJsonSubscription, msg: JsonMess
 
   for (const t of compiled.tags) add(t.tag, t.path, getPath(payload, t.keys));
 
+  const parsed = { payload, asset: asset.asset };
   if (sub.allNumericFields) {
     if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
-      return refuse('malformed', 'payload is not a JSON object, so allNumericFields finds no fields');
+      return {
+        ...refuse('malformed', 'payload is not a JSON object, so allNumericFields finds no fields'),
+        parsed,
+      };
     }
     for (const [key, raw] of Object.entries(payload)) {
       if (compiled.reservedKeys.has(key) || taken.has(key)) continue;
@@ -280,12 +273,15 @@ export function mapJsonMessage(compiled: CompiledJsonSubscription, msg: JsonMess
 
   if (readings.length === 0 && rejections.length === 0) {
     const wanted = compiled.tags.map((t) => t.path);
-    return refuse(
-      'unknown_tag',
-      wanted.length > 0
-        ? `none of the mapped fields (${wanted.join(', ')}) is in the payload ${preview(text)}`
-        : `the payload ${preview(text)} has no numeric top-level field (allNumericFields)`,
-    );
+    return {
+      ...refuse(
+        'unknown_tag',
+        wanted.length > 0
+          ? `none of the mapped fields (${wanted.join(', ')}) is in the payload ${preview(text)}`
+          : `the payload ${preview(text)} has no numeric top-level field (allNumericFields)`,
+      ),
+      parsed,
+    };
   }
-  return { readings, rejections };
+  return { readings, rejections, parsed };
 }

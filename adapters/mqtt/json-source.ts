@@ -4,6 +4,7 @@ import type { Logger } from '../../runtime/log.js';
 import type { Source, SourceContext, SourceState } from '../../runtime/pipeline/source.js';
 import { SourceMqttClient, topicMatches, type MqttPacketInfo } from './connection.js';
 import { compileSubscription, mapJsonMessage, type CompiledJsonSubscription } from './json-mapping.js';
+import { payloadQualityOf, type PayloadQualityHook } from '../../runtime/quality/payload.js';
 
 export type { MqttJsonSourceConfig } from '../../runtime/config/sources/mqtt.js';
 
@@ -27,6 +28,8 @@ export class MqttJsonSource implements Source {
   private readonly log: Logger;
   private readonly mqtt: SourceMqttClient;
   private readonly subscriptions: CompiledJsonSubscription[];
+  /** The payload expectations of this source (docs/DATA-QUALITY.md), when it declares any. */
+  private readonly payloadQuality: PayloadQualityHook | undefined;
 
   constructor(
     readonly name: string,
@@ -36,6 +39,7 @@ export class MqttJsonSource implements Source {
   ) {
     this.log = ctx.log.child({ source: name });
     this.subscriptions = config.subscriptions.map(compileSubscription);
+    this.payloadQuality = payloadQualityOf(ctx);
     this.mqtt = new SourceMqttClient({
       sourceName: name,
       config,
@@ -90,9 +94,29 @@ export class MqttJsonSource implements Source {
       maxPayloadBytes: this.config.maxPayloadBytes,
     });
     for (const r of outcome.rejections) this.ctx.reject(r.reason, r.message, topic);
-    if (outcome.readings.length === 0) return undefined;
+    // The sender's own id for the message (MQTT 5 properties), when it gave one.
+    let readings =
+      packet.traceId === undefined
+        ? outcome.readings
+        : outcome.readings.map((r) => ({ ...r, traceId: packet.traceId }));
+    if (this.payloadQuality && outcome.parsed) {
+      // Missing fields and schema drift are reported, and every reading of the message is
+      // flagged with them under the trace id the report names: stored as they are, and each
+      // pipeline's dataQuality policy decides what its model sees of them.
+      const found = this.payloadQuality.checkPayload({
+        subscription: sub.config.topic,
+        topic,
+        asset: outcome.parsed.asset,
+        payload: outcome.parsed.payload,
+        receivedAt,
+        traceId: packet.traceId,
+      });
+      if (found !== undefined)
+        readings = readings.map((r) => ({ ...r, traceId: found.traceId, flags: found.rules }));
+    }
+    if (readings.length === 0) return undefined;
     if (packet.qos === 0 || packet.messageId === undefined) {
-      this.ctx.readings(outcome.readings);
+      this.ctx.readings(readings);
       return undefined;
     }
     // The packet id names the delivery (the broker reuses it only once acknowledged), the hash
@@ -102,6 +126,6 @@ export class MqttJsonSource implements Source {
       hash: createHash('sha256').update(topic).update('\0').update(payload).digest('hex'),
       redelivered: packet.dup,
     };
-    return this.ctx.readingsDurable(outcome.readings, mark).then(() => undefined);
+    return this.ctx.readingsDurable(readings, mark).then(() => undefined);
   }
 }

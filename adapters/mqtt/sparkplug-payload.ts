@@ -95,6 +95,8 @@ export interface SparkplugMetric {
 export interface SparkplugPayload {
   timestamp: number | undefined;
   seq: number | undefined;
+  /** The payload's optional uuid (spec 3.0, 6.4.1): the edge node's own name for the message. */
+  uuid?: string | undefined;
   metrics: SparkplugMetric[];
 }
 
@@ -142,6 +144,7 @@ export function decodeSparkplugPayload(buf: Uint8Array): SparkplugPayload {
   return {
     timestamp: has(p, 'timestamp') ? longToNumber(p.timestamp) : undefined,
     seq: has(p, 'seq') ? longToNumber(p.seq) : undefined,
+    uuid: has(p, 'uuid') && typeof p.uuid === 'string' && p.uuid !== '' ? p.uuid : undefined,
     metrics,
   };
 }

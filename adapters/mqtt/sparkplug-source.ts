@@ -4,6 +4,8 @@ import { errorMessage } from '../../runtime/errors.js';
 import type { Logger } from '../../runtime/log.js';
 import type { Source, SourceContext, SourceState } from '../../runtime/pipeline/source.js';
 import { SourceMqttClient, type TopicSubscription } from './connection.js';
+import type { Reading } from '../../runtime/telemetry/reading.js';
+import { pickTraceId } from '../trace-id.js';
 import { decodeSparkplugPayload } from './sparkplug-payload.js';
 import { SPARKPLUG_NAMESPACE, SparkplugState, parseSparkplugTopic } from './sparkplug-state.js';
 
@@ -15,6 +17,19 @@ export interface SparkplugSourceOptions {
 }
 
 const tahu = sparkplug.get(SPARKPLUG_NAMESPACE)!;
+
+/**
+ * The readings of one message with its sender's trace id: the id of its MQTT 5 properties, else
+ * the payload's uuid, when the edge node set one that is a sane id (trace-id.ts); otherwise they
+ * go as they are, and ingest gives the message a UUIDv7. The seq is no id: it wraps at 256 and
+ * restarts with every birth.
+ */
+export function withSenderTrace(readings: Reading[], uuid: string | undefined): Reading[] {
+  const traceId = pickTraceId({ correlation: uuid });
+  if (traceId === undefined) return readings;
+  for (let i = 0; i < readings.length; i++) readings[i] = { ...readings[i]!, traceId };
+  return readings;
+}
 
 /** The NCMD payload that asks an edge node to publish its NBIRTH and DBIRTHs again. */
 export function rebirthRequest(now: number): Uint8Array {
@@ -61,7 +76,8 @@ export class SparkplugSource implements Source {
       ctx,
       log: this.log,
       subscriptions: this.subscriptions(),
-      onMessage: (topic, payload, receivedAt) => this.onMessage(topic, payload, receivedAt),
+      onMessage: (topic, payload, receivedAt, packet) =>
+        this.onMessage(topic, payload, receivedAt, packet.traceId),
       ...(hostId
         ? {
             will: () => {
@@ -138,7 +154,8 @@ export class SparkplugSource implements Source {
     return this.mqtt.publish(this.stateTopic(hostId), this.statePayload(online), { qos: 1, retain: true });
   }
 
-  private onMessage(topic: string, payload: Buffer, receivedAt: number): void {
+  /** `senderTrace`: the id the sender put in the MQTT 5 properties of the message, if any. */
+  private onMessage(topic: string, payload: Buffer, receivedAt: number, senderTrace?: string): void {
     const parsed = parseSparkplugTopic(topic);
     if (!parsed) {
       // STATE messages of host applications (ours included) and stray topics under spBv1.0.
@@ -168,7 +185,8 @@ export class SparkplugSource implements Source {
     }
     const outcome = this.sessions.handle(parsed, decoded, receivedAt);
     for (const r of outcome.rejections) this.ctx.reject(r.reason, r.message, topic);
-    if (outcome.readings.length > 0) this.ctx.readings(outcome.readings);
+    if (outcome.readings.length > 0)
+      this.ctx.readings(withSenderTrace(outcome.readings, senderTrace ?? decoded.uuid));
     for (const note of outcome.notes) this.log.debug({ topic }, note);
     if (outcome.rebirth)
       void this.requestRebirth(outcome.rebirth.group, outcome.rebirth.edgeNode, outcome.rebirth.why);

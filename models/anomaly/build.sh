@@ -25,4 +25,6 @@ cd "$repo"
 npx vitest run test/engines/machine-models-parity.test.ts
 say "computing the reference distributions for drift monitoring (vigil models reference)"
 (cd "$repo" && npm run build --silent && node dist/runtime/cli/main.js models reference "$here"/packages/*/)
+say "building the acceptance holdouts and running the acceptance tests (vigil models holdout, checks in acceptance.json)"
+(cd "$repo" && node dist/runtime/cli/main.js models holdout "$here"/packages/*/)
 say "done in $(( $(date +%s) - started )) s"

@@ -80,4 +80,6 @@ say "checking that the Node runtimes reproduce the Python reference outputs"
 node "$here/check-node-parity.mjs" "$repo"
 say "computing the reference distributions for drift monitoring (vigil models reference)"
 (cd "$repo" && npm run build --silent && node dist/runtime/cli/main.js models reference "$here"/packages/*/)
+say "building the acceptance holdouts and running the acceptance tests (vigil models holdout, checks in acceptance.json)"
+(cd "$repo" && node dist/runtime/cli/main.js models holdout "$here"/packages/*/)
 say "done in $(( $(date +%s) - started )) s"

@@ -5,6 +5,7 @@ import { configReferenceMarkdown } from '../config/docs.js';
 import { ConfigError, VigilError, errorMessage } from '../errors.js';
 import { loadModelPackage } from '../model/package.js';
 import { plainTextSecrets } from '../config/secrets.js';
+import { expectationTagWarnings } from '../quality/tag-names.js';
 
 /**
  * `vigil config check FILE`: the schema first (every problem as `path: message`), then what the
@@ -24,6 +25,8 @@ export async function configCheckCommand(file: string): Promise<void> {
   }
   // Warnings, not problems: a literal password works, it is only worse kept.
   for (const w of plainTextSecrets(loaded.config)) console.error(`warning: ${w.path}: ${w.message}`);
+  for (const w of expectationTagWarnings(loaded.config.sources))
+    console.error(`warning: ${w.path}: ${w.message}`);
   const problems: string[] = [];
   for (const [name, m] of Object.entries(loaded.config.models)) {
     try {

@@ -135,6 +135,33 @@ models
       if (code !== 0) process.exitCode = code;
     }
   });
+models
+  .command('test')
+  .description(
+    "Run a package's acceptance tests (its holdout and declared checks: output shape and range, invariances, monotonic relations, minimum metrics) through Vigil's own preprocessing and engine; exit 0 pass, 1 fail, 2 unreadable or no tests (docs/ACCEPTANCE.md)",
+  )
+  .argument('<package>', 'model package folder')
+  .option('--json', 'print the report as JSON')
+  .action(async (dir: string, opts: { json?: boolean }) => {
+    const { modelsTestCommand } = await import('./models-test.js');
+    process.exitCode = await modelsTestCommand(dir, opts);
+  });
+models
+  .command('holdout')
+  .description(
+    "Build shipped packages' acceptance holdouts from the data they were built from (held-out samples only) and write them, with the checks of the model family's acceptance.json, into vigil.json; then run the tests (docs/ACCEPTANCE.md)",
+  )
+  .argument('<packages...>', 'model package folders')
+  .option('--checks <file>', 'checks per package folder name (default: acceptance.json of the model family)')
+  .option('--cmapss-dir <dir>', "folder of NASA's C-MAPSS files")
+  .option('--no-test', 'do not run the tests after writing')
+  .action(async (packages: string[], opts: { checks?: string; cmapssDir?: string; test?: boolean }) => {
+    const { modelsHoldoutCommand } = await import('./models-holdout.js');
+    for (const dir of packages) {
+      const code = await modelsHoldoutCommand(dir, opts);
+      if (code !== 0) process.exitCode = code;
+    }
+  });
 const rolloutCommand = (name: string, description: string) =>
   models
     .command(name)

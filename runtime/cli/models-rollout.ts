@@ -274,6 +274,7 @@ interface RolloutView {
   candidate?: { version?: string };
   shadow?: { samples?: number; target?: number; agreement?: number | null; p95Ms?: number | null };
   lastDecision?: { state: string; to: string; reason?: string; message: string; at: string };
+  acceptance?: { version: string; outcome: string; summary: string };
   registry?: {
     registered: string;
     alias: string;
@@ -299,4 +300,6 @@ function printRollout(model: string, r: RolloutView): void {
     say(
       `  last decision: ${r.lastDecision.state} ${r.lastDecision.to}${r.lastDecision.reason ? ` (${r.lastDecision.reason})` : ''} at ${r.lastDecision.at}: ${r.lastDecision.message}`,
     );
+  if (r.acceptance)
+    say(`  acceptance tests of ${r.acceptance.version}: ${r.acceptance.outcome}: ${r.acceptance.summary}`);
 }

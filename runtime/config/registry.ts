@@ -182,5 +182,19 @@ export const RolloutPolicy = z.strictObject({
     .max(1)
     .default(0.05)
     .describe('Share of inputs over the pipeline budget that rolls a promoted version back'),
+  requireAcceptance: z
+    .boolean()
+    .default(false)
+    .describe(
+      'Refuse a new version whose package declares no acceptance tests (docs/ACCEPTANCE.md); when false, such a version is tried in shadow with a warning',
+    ),
+  acceptanceTimeoutSeconds: z
+    .number()
+    .positive()
+    .max(86_400)
+    .default(300)
+    .describe(
+      "Longest a new version's acceptance tests may run (they hold up promotes and rollbacks of this model meanwhile); a run that takes longer is stopped before its next inference and the version rejected as acceptance_failed (outcome error)",
+    ),
 });
 export type RolloutPolicy = z.infer<typeof RolloutPolicy>;

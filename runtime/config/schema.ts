@@ -7,6 +7,7 @@ import { TELEMETRY_DEFAULTS, TelemetryConfig } from './sources/telemetry.js';
 import { UpstreamConfig } from './upstream.js';
 import { DriftConfig } from './drift.js';
 import { ModelRegistrySource, RegistryConfig, RolloutPolicy } from './registry.js';
+import { PipelineDataQuality } from '../quality/config.js';
 
 export { CameraFolderSource, CameraHttpSource } from './sources/camera.js';
 export { TelemetryConfig } from './sources/telemetry.js';
@@ -184,6 +185,9 @@ export const PipelineConfig = z.strictObject({
   drift: DriftConfig.optional().describe(
     "Drift monitoring of this pipeline's inputs and outputs (docs/DRIFT.md); on with the defaults when absent",
   ),
+  dataQuality: PipelineDataQuality.optional().describe(
+    'How this pipeline treats inputs that broke a data expectation of its sources (docs/DATA-QUALITY.md); policy skip when absent',
+  ),
 });
 export type PipelineConfig = z.infer<typeof PipelineConfig>;
 
@@ -215,6 +219,23 @@ export const MqttConfig = z.strictObject({
     .describe('Topics are <topicPrefix>/<device id>/alerts/<kind>, .../status, .../results/<pipeline>'),
   tls: MqttTls.optional().describe('TLS settings for mqtts:// URLs'),
   keepaliveSeconds: z.number().int().min(0).default(30).describe('MQTT keep-alive interval'),
+  reconnect: z
+    .strictObject({
+      initialDelayMs: z.number().int().min(10).default(1_000).describe('First delay after a lost connection'),
+      maxDelayMs: z
+        .number()
+        .int()
+        .min(100)
+        .default(5_000)
+        .describe(
+          'The delay doubles per failed attempt up to this. The alert broker is usually on the gateway or next to it: a short ceiling gets alerts out soon after it restarts (docs/CHAOS.md)',
+        ),
+    })
+    .refine((r) => r.initialDelayMs <= r.maxDelayMs, {
+      message: 'initialDelayMs must not be greater than maxDelayMs',
+    })
+    .prefault({})
+    .describe('Back-off between reconnect attempts to the alert broker'),
   statusIntervalSeconds: z
     .number()
     .positive()
@@ -388,6 +409,22 @@ export function referenceIssues(raw: unknown): Array<{ path: string; message: st
         }
       });
     }
+    // hold keeps a tag's last good value: a frame has nothing to hold, so a frame pipeline
+    // (one reading only cameras) cannot use it.
+    const dq = isObject(p.dataQuality) ? p.dataQuality : {};
+    const readsFrames =
+      Array.isArray(p.sources) &&
+      p.sources.length > 0 &&
+      p.sources.every((s) => {
+        const sc = typeof s === 'string' ? sources[s] : undefined;
+        return isObject(sc) && typeof sc.type === 'string' && sc.type.startsWith('camera-');
+      });
+    if (dq.policy === 'hold' && readsFrames)
+      issues.push({
+        path: `pipelines.${pname}.dataQuality.policy`,
+        message:
+          'hold keeps the last good value of a telemetry tag; a frame pipeline has no value to hold. Use skip (the frame is not scored) or flag (scored, and the result says so)',
+      });
     if (typeof p.model === 'string' && !(p.model in models)) {
       issues.push({
         path: `pipelines.${pname}.model`,

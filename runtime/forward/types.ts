@@ -14,7 +14,13 @@ export type DataClass = (typeof DATA_CLASSES)[number];
 /** Delivery priority: lower goes first (alerts before results before raw readings). */
 export const CLASS_PRIORITY: Record<DataClass, number> = { alerts: 0, results: 1, readings: 2 };
 
-/** One forwarded row: the stored payload plus the keys a receiver orders and de-duplicates on. */
+/**
+ * One forwarded row: the stored payload plus the keys a receiver orders and de-duplicates on.
+ * Trace ids travel with it (docs/OBSERVABILITY.md, "Trace ids"): a reading's `traceId` (and the
+ * `flags` of the expectations it broke), a frame result's `sampleId` and `payloadSha256`, a
+ * telemetry result's `details.traceIds`; an alert is its published payload, which carries the same.
+ * Fields absent from a row (rows stored before schema version 5) are left out, never null.
+ */
 export type UpstreamItem =
   | ({ id: string; seq: number } & Omit<Alert, 'id'>)
   | ({ id: string; seq: number } & Omit<Result, 'id'>)

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { Acceptance } from '../acceptance/schema.js';
 
 /**
  * The model package manifest (`vigil.json`): the one description of a model that moves between
@@ -268,6 +269,8 @@ export const Manifest = z.strictObject({
     AnomalyPostprocessing,
   ]),
   referenceStats: ReferenceStats.optional(),
+  /** Acceptance tests: a labelled holdout and behaviour checks (runtime/acceptance/, docs/ACCEPTANCE.md). */
+  acceptance: Acceptance.optional(),
   /** Free-form build information and metrics, shown by `vigil models list`. */
   metadata: z.record(z.string(), z.unknown()).optional(),
   /** sha256 (hex) of every file in the package except vigil.json and its signature. */

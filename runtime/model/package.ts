@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readFile, readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { checkAcceptance } from '../acceptance/consistency.js';
 import { ManifestError, VigilError, errorMessage, type Issue } from '../errors.js';
 import { zodIssues } from '../validation.js';
 import {
@@ -254,6 +255,7 @@ export function checkManifestConsistency(m: Manifest): Issue[] {
         "'classification'; telemetry models use 'rul', 'failure_probability' or 'anomaly'",
     });
   }
+  issues.push(...checkAcceptance(m));
   return issues;
 }
 

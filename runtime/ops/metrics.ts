@@ -297,6 +297,48 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  // Data expectations (docs/DATA-QUALITY.md). The tag label only takes tags named in a source's
+  // expectations, so its cardinality is bounded by the config.
+  readonly expectationViolations = new Counter({
+    name: 'vigil_expectation_violations_total',
+    help: 'Readings, payloads and frames that broke a data expectation, by source, rule and tag (empty for payload and frame rules)',
+    labelNames: ['source', 'rule', 'tag'] as const,
+    registers: [this.registry],
+  });
+  readonly dataQualityActive = new Gauge({
+    name: 'vigil_data_quality_active',
+    help: 'data_quality alerts raised and not yet cleared, by source and rule',
+    labelNames: ['source', 'rule'] as const,
+    registers: [this.registry],
+  });
+  readonly dataQualityAlerts = new Counter({
+    name: 'vigil_data_quality_alerts_total',
+    help: 'data_quality alerts, by source, rule and state (raised, cleared)',
+    labelNames: ['source', 'rule', 'state'] as const,
+    registers: [this.registry],
+  });
+  readonly payloadSchemaChanges = new Counter({
+    name: 'vigil_payload_schema_changes_total',
+    help: 'JSON payloads whose fields changed shape (added, removed or of another type) from the previous payload of the same subscription and asset',
+    labelNames: ['source'] as const,
+    registers: [this.registry],
+  });
+
+  // Model acceptance tests before a version may enter shadow (docs/ACCEPTANCE.md).
+  readonly modelAcceptance = new Counter({
+    name: 'vigil_model_acceptance_total',
+    help: 'Acceptance test runs of new model versions, by outcome (passed, failed, error, none: the version declares no tests)',
+    labelNames: ['model', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly modelAcceptanceSeconds = new Histogram({
+    name: 'vigil_model_acceptance_duration_seconds',
+    help: "Time to run a new model version's acceptance tests on this gateway",
+    labelNames: ['model'] as const,
+    buckets: [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
+
   constructor(options: { processMetrics?: boolean } = {}) {
     if (options.processMetrics ?? true)
       collectDefaultMetrics({ register: this.registry, prefix: 'vigil_process_' });

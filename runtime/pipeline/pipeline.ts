@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import sharp from 'sharp';
 import { v7 as uuidv7 } from 'uuid';
@@ -17,6 +18,7 @@ import { AlertDelivery } from './alert-delivery.js';
 import { adaptInput, incompatibility } from '../rollout/compat.js';
 import { hasNonFinite, observeLive, type LiveObservation, type RolloutTap } from '../rollout/shadow.js';
 import { notifyObservers, type PipelineObserver } from './observer.js';
+import type { FrameQualityCheck, FrameViolation } from '../quality/image.js';
 
 /** Where results and alerts are kept; written before anything is published. */
 export interface ResultSink {
@@ -62,6 +64,11 @@ export interface PipelineContext {
   rollout?: RolloutTap | undefined;
   /** Told about every stored result with its input tensor and frame (status page, drift). */
   observers?: readonly PipelineObserver[] | undefined;
+  /**
+   * The image expectations of the cameras (docs/DATA-QUALITY.md); the pipeline's
+   * dataQuality.policy decides what happens to a frame that breaks one. Absent: none declared.
+   */
+  dataQuality?: FrameQualityCheck | undefined;
 }
 
 export interface PipelineStats {
@@ -90,12 +97,21 @@ const STAGES: Array<keyof StageTimings> = [
  * postprocessing, into the store and out as alerts. Frames are processed one at a time; the
  * scheduler bounds what waits and drops what can no longer make the budget.
  */
+/** After a failed store write, how long sources are told to hold new frames before one probes again. */
+const STORE_PROBE_INTERVAL_MS = 2_000;
+
 export class Pipeline {
   private readonly scheduler: FrameScheduler;
   /** Lanes processing frames right now (at most config.concurrency). */
   private lanes = 0;
   private engineTurn: Promise<void> = Promise.resolve();
   private stopped = false;
+  /**
+   * Until when (performance.now() ms) the sources are told the store refuses writes, after a
+   * result could not be stored. It expires, so that a frame probes the store again: refusing
+   * every frame until some frame succeeds would never end.
+   */
+  private storeRefusingUntil = 0;
   private wrongModelLogged = false;
   private idleWaiters: Array<() => void> = [];
   private readonly delivery: AlertDelivery;
@@ -115,6 +131,11 @@ export class Pipeline {
   constructor(private readonly ctx: PipelineContext) {
     this.delivery = new AlertDelivery(ctx.publisher, ctx.metrics, ctx.log);
     this.scheduler = new FrameScheduler(ctx.config.budgetMs, (s, reason) => this.drop(s, reason));
+  }
+
+  /** True for a while after a result could not be stored (docs/CHAOS.md, disk-full). */
+  get storeRefusing(): boolean {
+    return performance.now() < this.storeRefusingUntil;
   }
 
   get name(): string {
@@ -160,7 +181,13 @@ export class Pipeline {
   private drop(
     sample: FrameSample,
     reason:
-      DropReason | 'decode_error' | 'inference_error' | 'store_error' | 'shutdown' | 'model_unavailable',
+      | DropReason
+      | 'decode_error'
+      | 'inference_error'
+      | 'store_error'
+      | 'shutdown'
+      | 'model_unavailable'
+      | 'data_quality',
   ): void {
     this.stats.dropped[reason] = (this.stats.dropped[reason] ?? 0) + 1;
     this.ctx.metrics.dropped.inc({ pipeline: this.ctx.name, reason });
@@ -244,11 +271,30 @@ export class Pipeline {
     let data: Float32Array | undefined;
     let outputs;
     let t = start;
+    // Image expectations: a frame out of spec is not scored under skip (a frame has no last
+    // good value to hold, so hold, refused by the config, is skip too), scored and flagged under flag.
+    const quality = ctx.dataQuality;
+    const scoreFlagged = ctx.config.dataQuality?.policy === 'flag';
+    let violations: FrameViolation[] | undefined = quality?.beforeDecode(sample);
+    if (violations && !scoreFlagged) {
+      this.drop(sample, 'data_quality');
+      return;
+    }
+    // Started now, so that a large frame is hashed in slices while libvips decodes it.
+    const hashing = payloadSha256(sample.data);
     try {
       const image = await decodeAndResize(sample.data, m.preprocessing);
       let now = performance.now();
       stages.decode = now - t;
       t = now;
+      const afterDecode = quality?.afterDecode(sample, image);
+      if (afterDecode) {
+        if (!scoreFlagged) {
+          this.drop(sample, 'data_quality');
+          return;
+        }
+        violations = [...(violations ?? []), ...afterDecode];
+      }
       data = normalize(image, m.preprocessing, input.layout === 'NCHW' ? 'NCHW' : 'NHWC');
       now = performance.now();
       stages.preprocess = now - t;
@@ -319,6 +365,7 @@ export class Pipeline {
       );
       return;
     }
+    const sha256 = typeof hashing === 'string' ? hashing : await hashing;
     const threshold = ctx.config.threshold ?? m.postprocessing.threshold;
     const model = { name: m.name, version: m.version, backend: engine.backend, provider: engine.provider };
     const producedAt = Date.now();
@@ -342,7 +389,11 @@ export class Pipeline {
       scores: cls.scores,
       latencyMs: 0,
       stages,
+      // The frame is not stored: its hash ties the result to the bytes the camera sent.
+      payloadSha256: sha256,
     };
+    // Scored under the flag policy although out of spec: the result says so.
+    if (violations) result.dataQuality = { flagged: true, violations };
     let alert: Alert | undefined;
     if (cls.score >= threshold) {
       // The alert names the most likely defect class, even when 'ok' is the single top label.
@@ -365,6 +416,8 @@ export class Pipeline {
         threshold,
         model,
         latencyMs: 0,
+        payloadSha256: result.payloadSha256,
+        ...(result.dataQuality ? { dataQuality: result.dataQuality } : {}),
       };
       result.alertId = alert.id;
     }
@@ -374,7 +427,9 @@ export class Pipeline {
     try {
       if (alert) alert.latencyMs = result.latencyMs;
       ctx.sink.saveResult(result, alert);
+      this.storeRefusingUntil = 0;
     } catch (err) {
+      this.storeRefusingUntil = performance.now() + STORE_PROBE_INTERVAL_MS;
       this.drop(sample, 'store_error');
       ctx.log.error(
         { pipeline: ctx.name, sampleId: sample.id, err: errorMessage(err) },
@@ -522,3 +577,39 @@ export class Pipeline {
 
 const round2 = (x: number) => Math.round(x * 100) / 100;
 const round4 = (x: number) => Math.round(x * 10000) / 10000;
+
+/** Frames up to this size are hashed at once: a few hundred µs at most (0.15 ms for 256 KiB on the 2-core VM). */
+const HASH_AT_ONCE_BYTES = 256 * 1024;
+/** Larger ones in slices of this size, yielding to the event loop between them (about 0.6 ms each). */
+const HASH_SLICE_BYTES = 1024 * 1024;
+
+/**
+ * sha256 (hex) of a frame's bytes, computed once per frame: a frame read by several pipelines is
+ * one Buffer, so the hash (or the hashing under way) is kept beside it, weakly: it goes with the
+ * frame. OpenSSL hashes about 1.7 GB/s on the 2-core development VM, so a 32 MiB frame takes
+ * about 19 ms: hashed at once it would stall every other pipeline, source and HTTP request for
+ * that long. WebCrypto's digest runs on the thread pool but first copies its input on the main
+ * thread, which stalls nearly as long (measured 16 ms for 32 MiB); slices do not copy.
+ */
+const frameHashes = new WeakMap<Buffer, string | Promise<string>>();
+function payloadSha256(data: Buffer): string | Promise<string> {
+  let hash = frameHashes.get(data);
+  if (hash === undefined) {
+    hash =
+      data.length <= HASH_AT_ONCE_BYTES
+        ? createHash('sha256').update(data).digest('hex')
+        : sha256InSlices(data);
+    frameHashes.set(data, hash);
+  }
+  return hash;
+}
+
+/** Never rejects: hashing a Buffer cannot fail, and a frame dropped meanwhile leaves it unawaited. */
+async function sha256InSlices(data: Buffer): Promise<string> {
+  const hash = createHash('sha256');
+  for (let at = 0; at < data.length; at += HASH_SLICE_BYTES) {
+    if (at > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    hash.update(data.subarray(at, at + HASH_SLICE_BYTES));
+  }
+  return hash.digest('hex');
+}

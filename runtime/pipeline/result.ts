@@ -134,6 +134,41 @@ export interface Alert {
   details?: TelemetryDetails | undefined;
   /** Frame alerts: sha256 (hex) of the frame as it arrived (the result's payloadSha256). */
   payloadSha256?: string | undefined;
-  /** As the result's: the input broke an expectation and was scored under the `flag` policy. */
-  dataQuality?: DataQualityFlag | undefined;
+  /**
+   * A result's alert: as the result's, the input broke an expectation and was scored under the
+   * `flag` policy. A `data_quality` alert: what broke, raised or cleared (DataQualityAlert).
+   */
+  dataQuality?: DataQualityFlag | DataQualityAlertDetails | undefined;
+}
+
+/**
+ * What a `data_quality` alert carries beyond the common Alert fields (docs/DATA-QUALITY.md): one
+ * rule of one series (source, asset, tag) raised after repeated violations, or cleared.
+ */
+export interface DataQualityAlertDetails {
+  state: 'raised' | 'cleared';
+  /** Cleared alerts: the id of the alert they clear. */
+  clears?: string | undefined;
+  rule: ExpectationRule;
+  /** Telemetry and payload rules: the asset; frames: absent. */
+  asset?: string | undefined;
+  /** Per-tag rules: the tag as the source names it. */
+  tag?: string | undefined;
+  /** The latest violation, in words (raised), or why it cleared. */
+  message: string;
+  /** schema_drift only: the payload fields that appeared, disappeared or changed their JSON type. */
+  fields?: { added: string[]; removed: string[]; changed: string[] } | undefined;
+  /** The trace id of the latest offending reading or message, where it had one. */
+  traceId?: string | undefined;
+  /**
+   * Every pipeline that reads the source, in config order (the alert's `pipeline` is the first);
+   * empty when none does.
+   */
+  pipelines: string[];
+}
+
+/** A data-quality alert: an ordinary Alert of kind `data_quality` with its details under `dataQuality`. */
+export interface DataQualityAlert extends Alert {
+  kind: 'data_quality';
+  dataQuality: DataQualityAlertDetails;
 }

@@ -1,6 +1,7 @@
 import type { Logger } from '../log.js';
 import type { Reading } from '../telemetry/reading.js';
 import type { Sample } from './sample.js';
+import type { PayloadQualityHook } from '../quality/payload.js';
 
 /**
  * The one interface an adapter implements to bring the outside world in. The runtime defines it;
@@ -31,6 +32,8 @@ export type InputRejectReason =
   | 'incomplete'
   | 'read_error'
   | 'bad_request'
+  // the store refuses writes (a full disk): the camera is told to send again later (HTTP 503)
+  | 'store_unavailable'
   // telemetry: the payload or line could not be parsed at all (bad JSON, a garbage line,
   // a protobuf that does not decode)
   | 'malformed'
@@ -81,6 +84,17 @@ export interface SourceContext {
   readingsDurable(batch: readonly Reading[], mark?: IngestMark): Promise<{ duplicate: boolean }>;
   /** Count a re-established connection (after the first), for `vigil_source_reconnects_total`. */
   reconnected(): void;
+  /**
+   * The payload expectations of this source (MQTT JSON: required fields, schema drift;
+   * docs/DATA-QUALITY.md), when it declares any. A context without them checks nothing.
+   */
+  payloadQuality?: PayloadQualityHook | undefined;
+  /**
+   * Whether a pipeline this source feeds has just failed to store a result (a full disk): a
+   * source that can tell its sender to come back later (HTTP 503) refuses new frames meanwhile,
+   * instead of accepting frames that could only be dropped. Absent: always false.
+   */
+  storeRefusing?: (() => boolean) | undefined;
 }
 
 /**

@@ -22,6 +22,8 @@ import { scoreTelemetry, type TelemetryScore } from './telemetry-postprocess.js'
 import { AlertDelivery } from './alert-delivery.js';
 import { hasNonFinite, observeLive, type LiveObservation, type RolloutTap } from '../rollout/shadow.js';
 import { notifyObservers, type PipelineObserver } from './observer.js';
+import type { DataQualityFlag } from './result.js';
+import { flagOf, withoutFlagged } from '../quality/policy.js';
 
 export interface TelemetryPipelineContext {
   name: string;
@@ -43,6 +45,11 @@ export interface TelemetryPipelineContext {
   rollout?: RolloutTap | undefined;
   /** Told about every stored result with its input window (status page, drift). */
   observers?: readonly PipelineObserver[] | undefined;
+  /**
+   * Says what a window scored with flagged readings carries under the `flag` policy
+   * (docs/DATA-QUALITY.md); without it, the flag lists the broken rules without their bounds.
+   */
+  dataQuality?: { flagOf(readings: readonly Reading[]): DataQualityFlag } | undefined;
 }
 
 /** Why a due window was not scored: the windower's reasons and the pipeline's own. */
@@ -50,6 +57,8 @@ export type WindowSkip =
   | 'gap'
   | 'stale'
   | 'bad_quality'
+  // readings that broke a data expectation, under the `skip` policy
+  | 'data_quality'
   | 'superseded'
   | 'model_unavailable'
   | 'inference_error'
@@ -161,9 +170,28 @@ export class TelemetryPipeline {
     return this.ctx.name;
   }
 
+  /** What the model sees of a reading that broke a data expectation (pipelines.<name>.dataQuality). */
+  private get policy(): 'skip' | 'hold' | 'flag' {
+    return this.ctx.config.dataQuality?.policy ?? 'skip';
+  }
+
   /** Takes accepted readings of this pipeline's sources (any quality). Never throws, never waits. */
-  offer(readings: readonly Reading[]): void {
-    if (this.stopped || readings.length === 0) return;
+  offer(input: readonly Reading[]): void {
+    if (this.stopped || input.length === 0) return;
+    let readings = input;
+    if (this.policy === 'hold') {
+      // A flagged reading never reaches the windower: its tag keeps its last good value.
+      const { kept, dropped } = withoutFlagged(input);
+      if (dropped > 0) {
+        this.stats.dropped['data_quality'] = (this.stats.dropped['data_quality'] ?? 0) + dropped;
+        this.ctx.metrics.windowReadingsDropped.inc(
+          { pipeline: this.ctx.name, reason: 'data_quality' },
+          dropped,
+        );
+        readings = kept;
+        if (readings.length === 0) return;
+      }
+    }
     const setup = this.refreshModel();
     if (!setup) {
       if (!this.unavailableLogged) {
@@ -224,6 +252,8 @@ export class TelemetryPipeline {
           lateSteps: cfg.lateSteps,
           holdSteps: cfg.holdSteps,
           assets: cfg.assets,
+          // skip: a flagged reading is missing; flag: a value, and the window lists it.
+          flagged: this.policy === 'flag' ? 'value' : 'missing',
         });
     if (this.setup && !samePre)
       this.ctx.log.info(
@@ -376,6 +406,9 @@ export class TelemetryPipeline {
       axisEnd: window.axisEnd,
       endTime: window.endTime,
       topTags: topTags(tm.preprocessing.tags, window.lastValues),
+      // The messages the last step came from (docs/OBSERVABILITY.md, trace ids); left out when
+      // the readings carried none, as in a replay from a file.
+      ...(window.traceIds.length > 0 ? { traceIds: window.traceIds } : {}),
     };
     if (post.type === 'rul') {
       details.rul = round4(scored.score);
@@ -415,10 +448,12 @@ export class TelemetryPipeline {
       asset: window.asset,
       details,
     };
+    if (window.flagged) result.dataQuality = this.flagOf(window.flagged);
     const alert = transition
       ? this.alertFor(transition, result, details, post.alertKind, producedAt)
       : undefined;
     if (alert) result.alertId = alert.id;
+    if (alert && result.dataQuality) alert.dataQuality = result.dataQuality;
     result.latencyMs = round2(performance.now() - p.readyAt);
     if (alert) alert.latencyMs = result.latencyMs;
     try {
@@ -447,6 +482,7 @@ export class TelemetryPipeline {
           resultId: result.id,
           alertId: alert?.id,
           asset: window.asset,
+          traceIds: details.traceIds,
           score: result.score,
           latencyMs: result.latencyMs,
           version: tm.version,
@@ -464,6 +500,12 @@ export class TelemetryPipeline {
       ctx.log,
     );
     if (alert) this.publish(alert, p.readyAt, result.id);
+  }
+
+  /** What a result scored from flagged readings says (the `flag` policy). */
+  private flagOf(readings: readonly Reading[]): DataQualityFlag {
+    // Without the daemon's DataQuality (a tool, a test), the flag names the rules without their bounds.
+    return this.ctx.dataQuality ? this.ctx.dataQuality.flagOf(readings) : flagOf(readings);
   }
 
   private live(outcome: LiveObservation['outcome'], version: string | undefined, overBudget: boolean): void {

@@ -7,6 +7,7 @@ import { VigilError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { redactUrl, refusalCode, withTimeout } from '../mqtt-connect.js';
 import type { Alert, Result } from '../pipeline/result.js';
+import { MESSAGE_SCHEMAS, withSchema } from './schemas.js';
 import { topicsFor, type Topics } from './topics.js';
 
 /**
@@ -205,7 +206,7 @@ export class MqttPublisher {
       await this.publishAcked(
         client,
         this.topics.alert(alert.kind),
-        JSON.stringify(alert),
+        withSchema(MESSAGE_SCHEMAS.alert, alert),
         { qos: 1, retain: false },
         () => this.markPublished(alert),
       );
@@ -223,10 +224,12 @@ export class MqttPublisher {
   async publishResult(pipeline: string, result: Result, qos: 0 | 1 = 0): Promise<boolean> {
     if (!this.connected() || !this.client) return false;
     try {
-      await this.publishAcked(this.client, this.topics.result(pipeline), JSON.stringify(result), {
-        qos,
-        retain: false,
-      });
+      await this.publishAcked(
+        this.client,
+        this.topics.result(pipeline),
+        withSchema(MESSAGE_SCHEMAS.result, result),
+        { qos, retain: false },
+      );
       return true;
     } catch (err) {
       this.log.debug({ pipeline, resultId: result.id, err: errorMessage(err) }, 'result not published');
@@ -372,6 +375,7 @@ export class MqttPublisher {
       }
     }
     return {
+      schema: MESSAGE_SCHEMAS.status,
       state,
       device: this.opts.deviceId,
       version: this.opts.version,

@@ -1,7 +1,9 @@
 /**
- * Vigil's MQTT topic layout (a public contract, docs/MQTT.md):
+ * Vigil's MQTT topic layout (a public contract: docs/CONTRACTS.md, with a JSON Schema for each
+ * message in docs/schemas/):
  *   <prefix>/<device>/alerts/<kind>      QoS 1, not retained
- *   <prefix>/<device>/status             QoS 1, retained; last will "offline"
+ *   <prefix>/<device>/status             QoS 1, retained; the last will is the same JSON with
+ *                                        state "offline"
  *   <prefix>/<device>/results/<pipeline> optional stream of every result
  *   <prefix>/<device>/rollout/<model>    QoS 1, retained: the model's latest rollout event
  */

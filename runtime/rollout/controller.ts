@@ -6,6 +6,9 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { CandidateError, HostClosedError, type ModelHost } from '../model/host.js';
 import { MANIFEST_FILE } from '../model/package.js';
+import type { Engine } from '../engines/engine.js';
+import type { Metrics } from '../ops/metrics.js';
+import { acceptanceGate, type AcceptanceStatus, type GateVerdict } from './acceptance-gate.js';
 import { ShadowTally, WatchTally, type ShadowFigures, type Verdict, type WatchFigures } from './judge.js';
 import type { LiveObservation, ShadowObservation } from './shadow.js';
 import type { RolloutEvent, RolloutReason, RolloutState } from './types.js';
@@ -46,6 +49,8 @@ export interface RolloutControllerOptions {
    * from it names it in its event's `registered`. Ignored unless packageDir is the host's.
    */
   active?: VersionRef | undefined;
+  /** Counts acceptance test runs (vigil_model_acceptance_total) when given. */
+  metrics?: Metrics | undefined;
 }
 
 /** How tryVersion(), promote() or rollback() ended. */
@@ -78,6 +83,8 @@ export interface RolloutStatus {
   shadow?: (ShadowFigures & { startedAt: string; decideBy: string }) | undefined;
   /** After a promotion: live inputs watched for a regression; settled once samples reach target. */
   watch?: (WatchFigures & { version: string; settled: boolean }) | undefined;
+  /** The last acceptance test run of a new version (docs/ACCEPTANCE.md); outcome none: it declares no tests. */
+  acceptance?: AcceptanceStatus | undefined;
   lastDecision?: RolloutEvent | undefined;
 }
 
@@ -175,6 +182,9 @@ export class RolloutController {
   /** Promotions and rollbacks done: a rollback asked for before one of them is not done after it. */
   private swaps = 0;
   private lastDecision: RolloutEvent | undefined;
+  private acceptance: AcceptanceStatus | undefined;
+  /** Ends the acceptance tests running now (a newer version, close()). */
+  private testing: AbortController | undefined;
   private queue: Promise<unknown> = Promise.resolve();
   private closed = false;
   private readonly maxLatencyMs: number;
@@ -238,6 +248,8 @@ export class RolloutController {
    * cancelled by a newer tryVersion() or close().
    */
   tryVersion(ref: VersionRef): Promise<RolloutOutcome> {
+    // A version still in its acceptance tests is superseded too.
+    this.testing?.abort();
     if (this.trial && !this.trial.done)
       this.finish(this.trial, {
         state: 'cancelled',
@@ -295,19 +307,33 @@ export class RolloutController {
           await host.dropCandidate();
           return { outcome: this.cancelledOutcome(version) };
         }
+        // Its own acceptance tests first: a version that fails them never sees a live input.
+        const gate = await this.runAcceptance(ref, version, candidate.engine, candidate.packageDir);
+        if ('cancelled' in gate || this.closed) {
+          await host.dropCandidate();
+          return { outcome: this.cancelledOutcome(version) };
+        }
+        if (!gate.pass) {
+          await host.dropCandidate();
+          return { outcome: this.reject(ref, version, 'acceptance_failed', gate.message, gate.evidence) };
+        }
+        const passed =
+          gate.status.outcome === 'passed'
+            ? `passed its acceptance tests (${gate.status.checks} checks on ${gate.status.samples} holdout samples, ${((gate.status.durationMs ?? 0) / 1000).toFixed(1)} s)`
+            : undefined;
         if (!host.everServed) {
           // No version ever served (the configured one did not load): any version that loads
-          // beats none.
+          // (and passes its tests) beats none.
           return {
             outcome: await this.promoteNow(
               ref,
               version,
-              undefined,
-              `version ${version} serves: no version was serving`,
+              gate.evidence,
+              `version ${version} serves: no version was serving${passed ? `; it ${passed}` : ''}`,
             ),
           };
         }
-        return { trial: this.startTrial(ref, version) };
+        return { trial: this.startTrial(ref, version, passed, gate.evidence) };
       },
     );
     return loaded.then((r) => ('outcome' in r ? r.outcome : r.trial));
@@ -417,6 +443,7 @@ export class RolloutController {
           }
         : undefined,
       watch,
+      ...(this.acceptance ? { acceptance: { ...this.acceptance } } : {}),
       lastDecision: this.lastDecision,
     };
   }
@@ -424,6 +451,7 @@ export class RolloutController {
   /** Ends a trial in progress (cancelled), stops watching and drops the candidate. */
   async close(): Promise<void> {
     this.closed = true;
+    this.testing?.abort();
     if (this.trial && !this.trial.done) this.finish(this.trial, this.cancelledOutcome(this.trial.version));
     this.o.host.stopShadow();
     this.o.host.watch(undefined);
@@ -432,7 +460,76 @@ export class RolloutController {
     await this.o.host.dropCandidate();
   }
 
-  private startTrial(ref: VersionRef, version: string): Promise<RolloutOutcome> {
+  /**
+   * The version's acceptance tests on the candidate engine (acceptance-gate.ts), announced as a
+   * `verifying` event when it declares some. Runs inside serial(): no swap happens meanwhile, so
+   * the run is bounded by rollout.acceptanceTimeoutSeconds and the holdout's size
+   * (runtime/acceptance/holdout.ts) to keep a promote or rollback from waiting behind it for long.
+   */
+  private async runAcceptance(
+    ref: VersionRef,
+    version: string,
+    engine: Engine,
+    packageDir: string,
+  ): Promise<GateVerdict> {
+    const testing = new AbortController();
+    this.testing = testing;
+    if (engine.manifest.acceptance) {
+      this.state = 'verifying';
+      this.acceptance = {
+        version,
+        outcome: 'running',
+        summary: 'acceptance tests running',
+        at: new Date().toISOString(),
+      };
+      this.emit({
+        state: 'verifying',
+        to: version,
+        registered: ref.registered,
+        message: `version ${version} of model ${this.o.model}: running its acceptance tests before its shadow`,
+      });
+    }
+    let verdict: GateVerdict;
+    try {
+      verdict = await acceptanceGate({
+        model: this.o.model,
+        version,
+        packageDir,
+        engine,
+        requireAcceptance: this.o.policy.requireAcceptance,
+        signal: testing.signal,
+        timeoutMs: this.o.policy.acceptanceTimeoutSeconds * 1000,
+        metrics: this.o.metrics,
+      });
+    } finally {
+      if (this.testing === testing) this.testing = undefined;
+    }
+    if ('cancelled' in verdict) {
+      if (this.acceptance?.version === version && this.acceptance.outcome === 'running')
+        this.acceptance = undefined;
+      return verdict;
+    }
+    this.acceptance = verdict.status;
+    const s = verdict.status;
+    if (s.outcome === 'none' && verdict.pass)
+      this.o.log.warn(
+        { version },
+        `model ${this.o.model}: version ${version} declares no acceptance tests; it goes to shadow without them (rollout.requireAcceptance: true refuses such versions)`,
+      );
+    else if (s.outcome === 'passed')
+      this.o.log.info(
+        { version, checks: s.checks, samples: s.samples, durationMs: s.durationMs },
+        `model ${this.o.model}: version ${version} passed its acceptance tests in ${s.durationMs} ms`,
+      );
+    return verdict;
+  }
+
+  private startTrial(
+    ref: VersionRef,
+    version: string,
+    acceptance?: string,
+    acceptanceEvidence?: Record<string, number | string>,
+  ): Promise<RolloutOutcome> {
     const host = this.o.host;
     // A trial whose load was queued behind this one's could not be finished by tryVersion().
     if (this.trial && !this.trial.done)
@@ -476,8 +573,8 @@ export class RolloutController {
       state: 'shadow',
       to: version,
       registered: ref.registered,
-      message: `version ${version} of model ${this.o.model} runs in shadow: ${this.o.policy.shadowSamples} inputs within ${this.o.policy.shadowMaxSeconds} s, p95 under ${this.maxLatencyMs} ms, agreement at least ${this.o.policy.minAgreement}`,
-      evidence: trial.tally.figures(),
+      message: `version ${version} of model ${this.o.model} ${acceptance ? `${acceptance} and ` : ''}runs in shadow: ${this.o.policy.shadowSamples} inputs within ${this.o.policy.shadowMaxSeconds} s, p95 under ${this.maxLatencyMs} ms, agreement at least ${this.o.policy.minAgreement}`,
+      evidence: { ...trial.tally.figures(), ...(acceptanceEvidence ?? {}) },
     });
     return outcome;
   }

@@ -18,6 +18,7 @@ const PERMANENT = new Set<string>([
   'signature_invalid',
   'load_failed',
   'incompatible',
+  'acceptance_failed',
   'errors',
   'nan_output',
   'too_slow',

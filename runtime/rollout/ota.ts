@@ -9,6 +9,7 @@ import type { ModelHost } from '../model/host.js';
 import { loadPublicKeys } from '../model/signature.js';
 import { ModelStore } from '../modelstore/store.js';
 import type { ModelAction } from '../ops/http.js';
+import type { Metrics } from '../ops/metrics.js';
 import { verifyPackage } from '../modelstore/verify.js';
 import { MlflowRegistryClient } from '../registry/mlflow.js';
 import { RegistryError, type RegistryClient } from '../registry/types.js';
@@ -69,10 +70,15 @@ export class ModelRollouts {
     readonly store: ModelStore,
     private readonly publicKeys: KeyObject[],
     private readonly log: Logger,
+    private readonly metrics: Metrics | undefined,
   ) {}
 
   /** Undefined when the config has no registry: section. */
-  static async open(loaded: LoadedConfig, log: Logger): Promise<ModelRollouts | undefined> {
+  static async open(
+    loaded: LoadedConfig,
+    log: Logger,
+    metrics?: Metrics,
+  ): Promise<ModelRollouts | undefined> {
     const config = loaded.config.registry;
     if (!config) return undefined;
     const baseDir = path.dirname(loaded.file);
@@ -91,7 +97,7 @@ export class ModelRollouts {
     // Tells `vigil models pull|status` that a daemon owns this store, even with its HTTP off.
     writeFileSync(path.join(storeDir, OWNER_FILE), `${process.pid}\n`);
     const publicKeys = await loadPublicKeys(config.signatures.publicKeys, baseDir);
-    return new ModelRollouts(loaded, config, client, store, publicKeys, rlog);
+    return new ModelRollouts(loaded, config, client, store, publicKeys, rlog, metrics);
   }
 
   /**
@@ -147,6 +153,7 @@ export class ModelRollouts {
       policy: mc.rollout,
       budgetMs,
       log,
+      metrics: this.metrics,
       onEvent: (event) => {
         publish(event);
         void this.followers.get(model)?.onEvent(event);

@@ -5,6 +5,9 @@
  *   idle ─> downloading ─> verifying ─> shadow ─> promoted ─(regression)─> rolled_back
  *                 │              │          └──> rejected
  *                 └──────────────┴─────────────> rejected
+ *
+ * verifying covers the package checks and then the version's acceptance tests
+ * (docs/ACCEPTANCE.md); a version that fails them is rejected before its shadow.
  */
 export type RolloutState =
   'idle' | 'downloading' | 'verifying' | 'shadow' | 'promoted' | 'rejected' | 'rolled_back';
@@ -18,6 +21,8 @@ export type RolloutReason =
   | 'signature_invalid'
   | 'load_failed'
   | 'incompatible'
+  /** The version's own acceptance tests failed or could not run, or it has none and they are required. */
+  | 'acceptance_failed'
   | 'errors'
   | 'nan_output'
   | 'too_slow'

@@ -17,7 +17,8 @@ import { CLASS_TABLES, type ForwardLedger, type UnreadableRow } from './forward-
  * most SAMPLE_PAGES pages of each b-tree (~4-7 ms each; ~5-12 ms for the whole store); a larger
  * b-tree is extrapolated from that sample, which was within 0.3 % of the full walk on a
  * 1.5 M-reading table. A reading costs 73-87 bytes (depending on its names' lengths; of which
- * ~17 in the received_at index), a result ~330 and an alert ~470 with the test fixtures' rows.
+ * ~17 in the received_at index) and ~39 more with its trace id (schema 5: a UUIDv7 as text; 110
+ * bytes in bench/telemetry.ts's rows), a result ~330 and an alert ~470 with the test fixtures' rows.
  *
  * The free-disk floor. Below it (free disk space under `minFreeDiskMiB`) the store stops
  * growing; it does not try to give the space back. Deleting rows does not shrink the file (SQLite
@@ -88,7 +89,7 @@ const FLOOR_ORDER: readonly { cls: DataClass; delivered: boolean }[] = [
 /** The floor's smallest reserve, in pages: room enough that eviction frees whole pages. */
 const MIN_RESERVE_PAGES = 16;
 /** Bytes per row before a class has rows to measure (measured on typical rows). */
-const SEED_BYTES_PER_ROW: Record<DataClass, number> = { alerts: 600, results: 500, readings: 90 };
+const SEED_BYTES_PER_ROW: Record<DataClass, number> = { alerts: 600, results: 500, readings: 125 };
 /** Below this many rows, fixed costs (a page per b-tree) would swamp a measured bytes-per-row. */
 const MIN_ROWS_FOR_RATE = 1000;
 

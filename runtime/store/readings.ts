@@ -1,6 +1,6 @@
 import type Database from 'better-sqlite3';
 import type { SourceIngestMark } from '../pipeline/source.js';
-import type { Reading, ReadingQuality } from '../telemetry/reading.js';
+import type { ExpectationRule, Reading, ReadingQuality } from '../telemetry/reading.js';
 import { deleteDeliveredBefore } from './retention.js';
 
 /** A reading as stored, with the id the store gave it. */
@@ -13,6 +13,8 @@ export interface ReadingFilter {
   asset?: string;
   tag?: string;
   quality?: ReadingQuality;
+  /** Only the readings of the message with this trace id. */
+  traceId?: string;
   /** Only readings received at or after this time (ms since the epoch). */
   since?: number;
 }
@@ -28,6 +30,10 @@ export interface ReadingRow {
   source_time: number | null;
   server_time: number | null;
   received_at: number;
+  /** NULL for readings stored before schema version 5. */
+  trace_id: string | null;
+  /** JSON array of ExpectationRule; NULL when the reading broke none. */
+  flags: string | null;
 }
 
 /**
@@ -49,8 +55,9 @@ export class ReadingTable {
 
   constructor(private readonly db: Database.Database) {
     this.insert = db.prepare(`
-      INSERT INTO readings (source, asset, tag, value, quality, status, source_time, server_time, received_at)
-      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+      INSERT INTO readings (source, asset, tag, value, quality, status, source_time, server_time, received_at,
+        trace_id, flags)
+      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     // One row per (source, key): a slot reused by the sender replaces its previous mark.
     this.insertMark = db.prepare(
       'INSERT OR REPLACE INTO ingest_marks (source, key, hash, at) VALUES (?, ?, ?, ?)',
@@ -70,6 +77,9 @@ export class ReadingTable {
             r.sourceTime,
             r.serverTime ?? null,
             r.receivedAt,
+            r.traceId ?? null,
+            // Most readings break nothing: no JSON to build for them.
+            r.flags !== undefined && r.flags.length > 0 ? JSON.stringify(r.flags) : null,
           );
         }
         for (const m of marks) this.insertMark.run(m.source, m.key, m.hash, at);
@@ -161,6 +171,10 @@ function toWhere(filter: ReadingFilter): { where: string; params: unknown[] } {
       params.push(filter[key]);
     }
   }
+  if (filter.traceId !== undefined) {
+    conditions.push('trace_id = ?');
+    params.push(filter.traceId);
+  }
   if (filter.since !== undefined) {
     conditions.push('received_at >= ?');
     params.push(filter.since);
@@ -180,5 +194,7 @@ export function rowToReading(row: ReadingRow): Reading {
     sourceTime: row.source_time,
     serverTime: row.server_time,
     receivedAt: row.received_at,
+    ...(row.trace_id !== null ? { traceId: row.trace_id } : {}),
+    ...(row.flags !== null ? { flags: JSON.parse(row.flags) as ExpectationRule[] } : {}),
   };
 }

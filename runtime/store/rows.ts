@@ -1,4 +1,4 @@
-import type { Result, StageTimings, TelemetryDetails } from '../pipeline/result.js';
+import type { DataQualityFlag, Result, StageTimings, TelemetryDetails } from '../pipeline/result.js';
 
 /** A row of the results table as SQLite returns it. */
 export interface ResultRow {
@@ -24,6 +24,10 @@ export interface ResultRow {
   alert_id: string | null;
   asset: string | null;
   details: string | null;
+  /** Frames: sha256 (hex) of the image as it arrived; NULL for telemetry and rows before schema 5. */
+  payload_sha256: string | null;
+  /** JSON DataQualityFlag; NULL unless scored under the 'flag' policy with a broken expectation. */
+  data_quality: string | null;
 }
 
 export function rowToResult(row: ResultRow): Result {
@@ -46,5 +50,7 @@ export function rowToResult(row: ResultRow): Result {
     alertId: row.alert_id ?? undefined,
     ...(row.asset !== null ? { asset: row.asset } : {}),
     ...(row.details !== null ? { details: JSON.parse(row.details) as TelemetryDetails } : {}),
+    ...(row.payload_sha256 !== null ? { payloadSha256: row.payload_sha256 } : {}),
+    ...(row.data_quality !== null ? { dataQuality: JSON.parse(row.data_quality) as DataQualityFlag } : {}),
   };
 }

@@ -186,6 +186,24 @@ export const MIGRATIONS: readonly Migration[] = [
       ) WITHOUT ROWID;
     `,
   },
+  {
+    version: 5,
+    description: 'trace ids: readings trace_id and flags, results payload_sha256 and data_quality',
+    sql: `
+      -- ADD COLUMN only writes the schema: existing rows read NULL, and nothing is copied, so an
+      -- old database of millions of readings opens as fast as before.
+      -- trace_id: the id of the message a reading arrived in (docs/OBSERVABILITY.md, trace ids).
+      -- flags: JSON array of the data expectations it broke (docs/DATA-QUALITY.md); NULL: none.
+      -- No index on trace_id: it would cost every insert for a rare search; a UUIDv7 trace id
+      -- carries its time, so a search narrows by received_at (indexed) first.
+      ALTER TABLE readings ADD COLUMN trace_id TEXT;
+      ALTER TABLE readings ADD COLUMN flags TEXT;
+      -- payload_sha256: frames, sha256 (hex) of the image as it arrived (the frame is not stored).
+      -- data_quality: JSON DataQualityFlag of an input scored under the 'flag' policy.
+      ALTER TABLE results ADD COLUMN payload_sha256 TEXT;
+      ALTER TABLE results ADD COLUMN data_quality TEXT;
+    `,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;

@@ -152,10 +152,10 @@ export class Store implements ForwardQueue {
     this.insertResult = db.prepare(`
       INSERT INTO results (id, sample_id, pipeline, source, origin, received_at, produced_at,
         model_name, model_version, backend, provider, label, confidence, score, threshold,
-        scores, latency_ms, stages, alert_id, asset, details)
+        scores, latency_ms, stages, alert_id, asset, details, payload_sha256, data_quality)
       VALUES (@id, @sampleId, @pipeline, @source, @origin, @receivedAt, @producedAt,
         @modelName, @modelVersion, @backend, @provider, @label, @confidence, @score, @threshold,
-        @scores, @latencyMs, @stages, @alertId, @asset, @details)`);
+        @scores, @latencyMs, @stages, @alertId, @asset, @details, @payloadSha256, @dataQuality)`);
     this.insertAlert = db.prepare(`
       INSERT INTO alerts (id, result_id, pipeline, kind, severity, payload, created_at)
       VALUES (@id, @resultId, @pipeline, @kind, @severity, @payload, @createdAt)`);
@@ -196,6 +196,8 @@ export class Store implements ForwardQueue {
         alertId: result.alertId ?? alert?.id ?? null,
         asset: result.asset ?? null,
         details: result.details === undefined ? null : JSON.stringify(result.details),
+        payloadSha256: result.payloadSha256 ?? null,
+        dataQuality: result.dataQuality === undefined ? null : JSON.stringify(result.dataQuality),
       });
       if (alert) {
         const raisedAt = Date.parse(alert.timestamp);

@@ -1,5 +1,6 @@
 import type { TelemetryConfig } from '../config/sources/telemetry.js';
 import type { InputRejectReason } from '../pipeline/source.js';
+import type { ExpectationChecker } from '../quality/checker.js';
 import type { Reading } from './reading.js';
 
 export interface Refusal {
@@ -15,6 +16,10 @@ const QUALITIES = new Set(['good', 'uncertain', 'bad']);
  * The runtime's own check of every reading, whatever adapter produced it: adapters convert
  * their protocol's values, this makes sure nothing that is not a finite, plausible, sensibly
  * stamped number gets stored as one. A refused reading is counted and logged by the caller.
+ *
+ * `limits` and `expectations` differ on purpose: a value outside `limits` is physically
+ * impossible and refused (never stored); a reading that breaks an expectation
+ * (docs/DATA-QUALITY.md) is out of spec, and is stored with its flags, counted and alerted on.
  */
 export class ReadingGate {
   private readonly maxSkewMs: number;
@@ -23,6 +28,8 @@ export class ReadingGate {
   constructor(
     private readonly limits: TagLimitMap,
     cfg: Pick<TelemetryConfig, 'maxClockSkewSeconds' | 'maxAgeSeconds'>,
+    /** The source's data expectations, applied by TelemetryIngest to the readings that pass. */
+    readonly expectations?: ExpectationChecker | undefined,
   ) {
     this.maxSkewMs = cfg.maxClockSkewSeconds * 1000;
     this.maxAgeMs = cfg.maxAgeSeconds * 1000;

@@ -3,7 +3,7 @@ import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../ops/metrics.js';
 import type { IngestMark, InputRejectReason, SourceIngestMark } from '../pipeline/source.js';
-import type { Reading } from './reading.js';
+import type { ExpectationRule, Reading } from './reading.js';
 import type { ReadingGate } from './gate.js';
 
 /** Where accepted readings go: the store (a test may pass another sink). */
@@ -231,6 +231,7 @@ export class TelemetryIngest {
     // One batch is one message from the device: its readings share one trace id unless the
     // adapter took one from the sender.
     let batchTrace: string | undefined;
+    let firstTrace: string | undefined;
     for (const r of batch) {
       // The source name and the trace id are the runtime's to give, not the adapter's.
       let reading: Reading = r.source === source ? r : { ...r, source };
@@ -247,7 +248,16 @@ export class TelemetryIngest {
         );
         continue;
       }
+      // Data expectations: a reading out of spec is stored with the rules it broke (its flags),
+      // and the monitor counts it; a reading that meets them costs a few comparisons. Flags the
+      // source gave (the payload of its message broke an expectation) are kept beside them.
+      const expectations = gate.expectations;
+      if (expectations !== undefined) {
+        const flags = expectations.check(reading, now);
+        if (flags !== undefined) reading = { ...reading, flags: mergeFlags(reading.flags, flags) };
+      }
       this.queue.push(reading);
+      firstTrace ??= reading.traceId;
       accepted?.push(reading);
       counts[reading.quality] += 1;
       const key = `${source}\u0000${reading.asset}\u0000${reading.tag}`;
@@ -270,7 +280,13 @@ export class TelemetryIngest {
         log.error({ err: errorMessage(err) }, `readings of ${source} could not be handed to its pipelines`);
       }
     }
-    return counts.good + counts.uncertain + counts.bad;
+    const queued = counts.good + counts.uncertain + counts.bad;
+    if (queued > 0 && log.isLevelEnabled('debug'))
+      log.debug(
+        { traceId: firstTrace, readings: queued, refused: batch.length - queued },
+        'readings accepted',
+      );
+    return queued;
   }
 
   private afterQueued(): void {
@@ -695,4 +711,20 @@ function isContentError(err: unknown): boolean {
     if (typeof code === 'string' && /^SQLITE_(CONSTRAINT|MISMATCH|RANGE|TOOBIG)/.test(code)) return true;
   }
   return false;
+}
+
+/**
+ * The source's flags (its message broke a payload expectation) and the reading's own (it broke
+ * a tag expectation), each rule once, the source's first. Never the source's array itself: a
+ * source hands the same flags array to every reading of one message.
+ */
+function mergeFlags(
+  given: readonly ExpectationRule[] | undefined,
+  own: ExpectationRule[],
+): ExpectationRule[] {
+  // The checker's array is the reading's own, made for it: no copy needed.
+  if (given === undefined || given.length === 0) return own;
+  const out = [...given];
+  for (const rule of own) if (!out.includes(rule)) out.push(rule);
+  return out;
 }

@@ -29,12 +29,15 @@ import type { Reading } from './reading.js';
  *   not scored but counted: `gap` when the asset sent nothing in that step, `bad_quality` when
  *   the tag's last reading was bad or uncertain, `stale` when the tag has not reported for more
  *   than `holdSteps` steps (or never).
+ * - A reading that broke a data expectation (Reading.flags, docs/DATA-QUALITY.md) is, as
+ *   `flagged` says: `missing` (the default) like a bad reading, but counted as `data_quality`;
+ *   or `value`, used as any good one, and the windows its value reaches list it in `flagged`.
  * - A counter going backwards with a newer timestamp (an engine replaced, cycles restarting at 1)
  *   scores what is still open of the old run, then starts the asset afresh (`resets`). One going
  *   backwards with an older timestamp is a late reading (`out_of_order`).
  */
 
-export type WindowSkipReason = 'gap' | 'stale' | 'bad_quality';
+export type WindowSkipReason = 'gap' | 'stale' | 'bad_quality' | 'data_quality';
 export type ReadingDropReason = 'out_of_order' | 'duplicate' | 'no_axis';
 
 export interface TelemetryWindow {
@@ -51,7 +54,21 @@ export interface TelemetryWindow {
   endTime: number;
   /** Sources whose readings reached this asset since it (re)started. */
   sources: string[];
+  /**
+   * `flagged: 'value'` only: the readings that broke a data expectation whose values are in the
+   * window (held values included), at most MAX_FLAGGED; absent when there are none.
+   */
+  flagged?: Reading[] | undefined;
+  /**
+   * Distinct trace ids (Reading.traceId) of the readings whose values make the window's last
+   * step, a held value's included, and of the counter reading that placed it; at most
+   * MAX_TRACE_IDS, in tag order. Empty when the readings carried none (a replay from a file).
+   */
+  traceIds: string[];
 }
+
+/** Trace ids kept per window: a step is normally one message or a few, never hundreds. */
+export const MAX_TRACE_IDS = 16;
 
 export interface WindowOutcome {
   windows: TelemetryWindow[];
@@ -76,6 +93,12 @@ export interface WindowerOptions {
   lateSteps?: number | undefined;
   /** Overrides the manifest's holdSteps (a deployment whose sources only report changes). */
   holdSteps?: number | undefined;
+  /**
+   * What a reading with flags (a broken data expectation) is: `missing` (default): not a value,
+   * windows with it are skipped as `data_quality`; `value`: a value like any, listed in the
+   * window's `flagged`.
+   */
+  flagged?: 'missing' | 'value' | undefined;
   /** Only these assets; every asset when absent. */
   assets?: readonly string[] | undefined;
 }
@@ -84,7 +107,15 @@ const OK = 0;
 const STALE = 1;
 const BAD = 2;
 const GAP = 3;
-const REASON: Record<number, WindowSkipReason> = { [STALE]: 'stale', [BAD]: 'bad_quality', [GAP]: 'gap' };
+const DATA_QUALITY = 4;
+const REASON: Record<number, WindowSkipReason> = {
+  [STALE]: 'stale',
+  [BAD]: 'bad_quality',
+  [GAP]: 'gap',
+  [DATA_QUALITY]: 'data_quality',
+};
+/** Flagged readings a window lists at most. */
+export const MAX_FLAGGED = 64;
 
 /** Counter timestamps remembered per asset to place other tags' readings that share one. */
 const REMEMBERED_COUNTER_TIMES = 64;
@@ -93,6 +124,10 @@ interface Cell {
   value: number | null;
   good: boolean;
   time: number;
+  /** The reading's trace id: carried on the cell the reading already allocates, nothing more. */
+  trace: string | undefined;
+  /** The reading, when it broke a data expectation. */
+  flagged: Reading | undefined;
 }
 
 interface OpenStep {
@@ -100,6 +135,8 @@ interface OpenStep {
   filled: number;
   /** Latest timestamp of any reading placed in the step, counter readings included. */
   time: number;
+  /** Trace id of the latest counter reading that placed the step (counter axis). */
+  counterTrace: string | undefined;
 }
 
 interface AssetState {
@@ -117,7 +154,14 @@ interface AssetState {
   /** Per tag: the step of its last good value (undefined: none to hold), the value, and whether its last reading was bad. */
   lastGoodStep: Array<number | undefined>;
   lastZ: Float64Array;
+  /** Per tag: the trace id of the reading its held value came from. */
+  lastTrace: Array<string | undefined>;
   lastBad: boolean[];
+  /** Per tag: whether its last bad reading was a flagged one (`missing`), and the flagged reading its held value came from (`value`). */
+  lastDq: boolean[];
+  lastFlagged: Array<Reading | undefined>;
+  /** `value`: per ring slot, the flagged readings whose values the step holds. */
+  flags: Array<Reading[] | undefined>;
   /** The last `window` final steps, indexed by step mod window. */
   ring: Float64Array;
   codes: Uint8Array;
@@ -140,10 +184,11 @@ export class Windower {
   private readonly std: readonly number[];
   private readonly features: 'window' | 'summary';
   private readonly only: Set<string> | undefined;
+  private readonly flaggedMissing: boolean;
   private readonly states = new Map<string, AssetState>();
   private readonly totals: WindowerStats = {
     windows: 0,
-    skipped: { gap: 0, stale: 0, bad_quality: 0 },
+    skipped: { gap: 0, stale: 0, bad_quality: 0, data_quality: 0 },
     dropped: { out_of_order: 0, duplicate: 0, no_axis: 0 },
     resets: 0,
   };
@@ -165,6 +210,7 @@ export class Windower {
     this.std = p.normalize.std;
     this.features = p.features;
     this.only = o.assets ? new Set(o.assets) : undefined;
+    this.flaggedMissing = (o.flagged ?? 'missing') === 'missing';
   }
 
   /** Places a batch of readings (any quality) and returns the windows that became due. */
@@ -259,7 +305,14 @@ export class Windower {
     const prev = open.cells[j];
     if (prev && prev.time > t) return s;
     if (!prev) open.filled++;
-    open.cells[j] = { value: r.value, good: r.quality === 'good' && r.value !== null, time: t };
+    const flagged = r.flags !== undefined && r.flags.length > 0 ? r : undefined;
+    open.cells[j] = {
+      value: r.value,
+      good: r.quality === 'good' && r.value !== null && !(flagged && this.flaggedMissing),
+      time: t,
+      trace: r.traceId,
+      flagged,
+    };
     open.time = Math.max(open.time, t);
     return s;
   }
@@ -283,7 +336,7 @@ export class Windower {
           this.drop('out_of_order');
           return undefined;
         }
-        this.remember(s, step, t);
+        this.remember(s, step, t, r.traceId);
         return s;
       }
       // The counter restarted (a replaced engine): score what the old run still has open, then
@@ -298,17 +351,18 @@ export class Windower {
     }
     s.lastCounterTime = Math.max(s.lastCounterTime, t);
     s.sources.add(r.source);
-    this.remember(s, step, t);
+    this.remember(s, step, t, r.traceId);
     return s;
   }
 
   /** Records that the counter was at `step` at time t, and that the step has a reading. */
-  private remember(s: AssetState, step: number, t: number): void {
+  private remember(s: AssetState, step: number, t: number, trace: string | undefined): void {
     const known = s.stepAt.get(t);
     s.stepAt.set(t, known !== undefined && known !== step ? Number.NaN : step);
     if (s.stepAt.size > REMEMBERED_COUNTER_TIMES) s.stepAt.delete(s.stepAt.keys().next().value!);
     if (step > s.closed) {
       const open = this.openStep(s, step);
+      if (trace !== undefined) open.counterTrace = trace;
       open.time = Math.max(open.time, t);
     }
   }
@@ -325,7 +379,11 @@ export class Windower {
       lastCounterTime: Number.NEGATIVE_INFINITY,
       lastGoodStep: new Array<number | undefined>(n).fill(undefined),
       lastZ: new Float64Array(n),
+      lastTrace: new Array<string | undefined>(n).fill(undefined),
       lastBad: new Array<boolean>(n).fill(false),
+      lastDq: new Array<boolean>(n).fill(false),
+      lastFlagged: new Array<Reading | undefined>(n).fill(undefined),
+      flags: new Array<Reading[] | undefined>(this.W).fill(undefined),
       ring: new Float64Array(this.W * n),
       codes: new Uint8Array(this.W),
       times: new Float64Array(this.W),
@@ -339,7 +397,12 @@ export class Windower {
   private openStep(s: AssetState, step: number): OpenStep {
     let o = s.open.get(step);
     if (!o) {
-      o = { cells: new Array<Cell | undefined>(this.tags.length), filled: 0, time: Number.NEGATIVE_INFINITY };
+      o = {
+        cells: new Array<Cell | undefined>(this.tags.length),
+        filled: 0,
+        time: Number.NEGATIVE_INFINITY,
+        counterTrace: undefined,
+      };
       s.open.set(step, o);
     }
     return o;
@@ -398,6 +461,7 @@ export class Windower {
     s.open.delete(k);
     const slot = mod(k, this.W);
     let code = OK;
+    let stepFlags: Reading[] | undefined;
     for (let j = 0; j < n; j++) {
       const cell = open?.cells[j];
       let z: number | undefined;
@@ -406,21 +470,33 @@ export class Windower {
           z = (cell.value! - this.mean[j]!) / this.std[j]!;
           s.lastGoodStep[j] = k;
           s.lastZ[j] = z;
+          s.lastTrace[j] = cell.trace;
           s.lastBad[j] = false;
+          s.lastFlagged[j] = cell.flagged;
+          if (cell.flagged) (stepFlags ??= []).push(cell.flagged);
         } else {
           s.lastGoodStep[j] = undefined;
           s.lastBad[j] = true;
-          code = Math.max(code, BAD);
+          s.lastDq[j] = cell.flagged !== undefined && this.flaggedMissing;
+          code = Math.max(code, s.lastDq[j] ? DATA_QUALITY : BAD);
         }
       } else {
         const g = s.lastGoodStep[j];
-        if (g !== undefined && k - g <= this.hold) z = s.lastZ[j];
-        else code = Math.max(code, open === undefined ? GAP : s.lastBad[j] ? BAD : STALE);
+        if (g !== undefined && k - g <= this.hold) {
+          z = s.lastZ[j];
+          const held = s.lastFlagged[j];
+          if (held) (stepFlags ??= []).push(held);
+        } else
+          code = Math.max(
+            code,
+            open === undefined ? GAP : s.lastBad[j] ? (s.lastDq[j] ? DATA_QUALITY : BAD) : STALE,
+          );
       }
       s.ring[slot * n + j] = z ?? Number.NaN;
     }
     if (open && open.time > Number.NEGATIVE_INFINITY) s.lastTime = open.time;
     s.codes[slot] = code;
+    s.flags[slot] = stepFlags;
     s.times[slot] = s.lastTime;
     s.closed = k;
 
@@ -432,11 +508,11 @@ export class Windower {
       this.count(REASON[worst]!, 1);
       return;
     }
-    this.out.windows.push(this.build(s, k));
+    this.out.windows.push(this.build(s, k, open?.counterTrace));
     this.totals.windows++;
   }
 
-  private build(s: AssetState, end: number): TelemetryWindow {
+  private build(s: AssetState, end: number, counterTrace: string | undefined): TelemetryWindow {
     const n = this.tags.length;
     const W = this.W;
     const start = end - W + 1;
@@ -464,6 +540,8 @@ export class Windower {
       lastValues,
       endTime: s.times[mod(end, W)]!,
       sources: [...s.sources].sort(),
+      traceIds: traceIdsOf(s.lastTrace, counterTrace),
+      ...flaggedIn(s.flags),
     };
   }
 
@@ -525,6 +603,32 @@ export function summarize(rows: Float64Array, W: number, n: number): Float32Arra
     out[o + 5] = tVar > 0 ? cov / tVar : 0;
   }
   return out;
+}
+
+/**
+ * The distinct trace ids of a window's last step: the counter reading's first, then each tag's
+ * in tag order. Runs once per scored window; a step is usually one message, so the list is short.
+ */
+function traceIdsOf(perTag: ReadonlyArray<string | undefined>, counter: string | undefined): string[] {
+  const ids: string[] = counter !== undefined ? [counter] : [];
+  for (const id of perTag) {
+    if (ids.length >= MAX_TRACE_IDS) break;
+    if (id !== undefined && !ids.includes(id)) ids.push(id);
+  }
+  return ids;
+}
+
+/** The distinct flagged readings of a window's steps (the ring holds exactly the window's). */
+function flaggedIn(slots: ReadonlyArray<Reading[] | undefined>): { flagged?: Reading[] } {
+  let flagged: Reading[] | undefined;
+  for (const step of slots) {
+    if (step === undefined) continue;
+    for (const r of step) {
+      if ((flagged ??= []).length >= MAX_FLAGGED) return { flagged };
+      if (!flagged.includes(r)) flagged.push(r);
+    }
+  }
+  return flagged ? { flagged } : {};
 }
 
 /** The time a reading is placed by: when the device measured it, else when it arrived. */

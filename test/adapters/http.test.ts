@@ -67,6 +67,22 @@ function postChunked(url: string, total: number): Promise<number> {
 }
 
 describe('HttpCameraSource', () => {
+  it('answers 503 with Retry-After while the store refuses writes, counts it, and takes frames again after', async () => {
+    const { rec, url } = await startSource();
+    let refusing = true;
+    rec.storeRefusing = () => refusing;
+    const res = await fetch(url, { method: 'POST', body: jpeg, headers: { 'Content-Type': 'image/jpeg' } });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('2');
+    expect(((await res.json()) as { code: string }).code).toBe('store_unavailable');
+    expect(rec.samples).toHaveLength(0);
+    expect(rec.rejections.map((r) => r.reason)).toEqual(['store_unavailable']);
+    refusing = false;
+    const again = await post(url, jpeg, { 'Content-Type': 'image/jpeg' });
+    expect(again.status).toBe(202);
+    expect(rec.samples).toHaveLength(1);
+  });
+
   it('accepts a JPEG and a PNG with 202 and emits them as samples', async () => {
     const { source, rec, url } = await startSource();
     expect(source.state()).toBe('up');

@@ -34,6 +34,8 @@ export class Recorder implements SourceContext {
    */
   holdDurable = false;
   reconnects = 0;
+  /** What the source is told about the store refusing writes (SourceContext.storeRefusing). */
+  storeRefusing: (() => boolean) | undefined = undefined;
   private waiters: Array<() => void> = [];
   private held: Array<() => void> = [];
 

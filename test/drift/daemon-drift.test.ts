@@ -10,6 +10,7 @@ import { ROOT, metricValue, startDaemon, waitFor, type RunningDaemon } from '../
 import { startMosquitto, type RunningMosquitto } from '../helpers/mosquitto.js';
 import { freePort } from '../helpers/ports.js';
 import { watch, type Watcher } from '../publish/subscriber.js';
+import { contractErrors, keepMessages } from '../contracts/support.js';
 
 // The drift wiring of the daemon, end to end: `vigil run` (the compiled CLI) with the shipped
 // defect package, the simulator camera POSTing frames to its camera-http source, a lighting
@@ -158,6 +159,10 @@ describe('drift monitoring in vigil run', () => {
       severity: 'info',
       drift: { clears: raised.json['id'] },
     });
+    // Both match the published contract (docs/CONTRACTS.md, docs/schemas/v1/alert.drift.schema.json).
+    const drifts = watcher.received.map((m) => ({ topic: m.topic, payload: m.json }));
+    await keepMessages('drift', drifts);
+    for (const m of drifts) expect(contractErrors(m.topic, m.payload), m.topic).toEqual([]);
     expect(await drift()).toMatchObject({ active: false, alerts: 1 });
     text = await metrics();
     expect(metricValue(text, 'vigil_drift_active', { pipeline: 'inspection' })).toBe(0);

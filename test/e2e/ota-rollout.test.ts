@@ -14,6 +14,7 @@ import { startMosquitto, type RunningMosquitto } from '../helpers/mosquitto.js';
 import type { SimCamera } from '../../simulator/camera/camera.js';
 import { startLineCamera, stopLineCamera } from '../helpers/line-camera.js';
 import { freePort } from '../helpers/ports.js';
+import { contractErrors, keepMessages } from '../contracts/support.js';
 
 /**
  * Over the air, end to end: an ML engineer registers versions with the real mlflow client
@@ -195,5 +196,16 @@ describe('over-the-air rollout from a real MLflow registry (vigil run)', () => {
     // A few polls: the alias still points at the corrupt version, refused once and remembered.
     await new Promise((r) => setTimeout(r, 3_000));
     expect(events.slice(before).filter((e) => e.state === 'downloading')).toEqual([]);
+  });
+
+  it('published every rollout event as its contract says (docs/schemas/v1/rollout.schema.json)', async () => {
+    const topic = `vigil/${DEVICE}/rollout/defect`;
+    await keepMessages(
+      'rollout',
+      events.map((payload) => ({ topic, payload })),
+    );
+    for (const state of ['downloading', 'verifying', 'shadow', 'promoted', 'rejected'])
+      expect(events.some((e) => e.state === state)).toBe(true);
+    for (const e of events) expect(contractErrors(topic, e), `${e.state} ${e.to}`).toEqual([]);
   });
 });

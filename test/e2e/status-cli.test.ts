@@ -47,8 +47,9 @@ beforeAll(async () => {
     store.saveResult(result, alert);
   }
   store.close();
-  const httpPort = await freePort();
+  // The broker first: a port picked before it started could be the one it is then given.
   broker = await startMosquitto();
+  const httpPort = await freePort();
   config = path.join(dir, 'vigil.yaml');
   await writeFile(
     config,

@@ -59,14 +59,30 @@ describe('FrameScheduler', () => {
     expect(drops).toEqual([{ id: 'cam1@920', reason: 'deadline' }]);
   });
 
-  it('forgets old service times, so that one slow frame cannot starve the pipeline', () => {
+  it('takes one or two service times over the budget for an outlier and serves the next frame to measure again', () => {
     const { s, drops } = scheduler(100);
     s.observeService(150, 0); // a cold start far over budget
     s.offer(frame('cam1', 100));
-    expect(s.next(101)).toBeUndefined(); // still remembered: cannot make it
+    expect(s.next(101)?.id).toBe('cam1@100');
+    s.observeService(125, 230); // a second slow one: still not confirmed
+    s.offer(frame('cam1', 240));
+    expect(s.next(241)?.id).toBe('cam1@240');
+    expect(drops).toEqual([]);
+  });
+
+  it('drops on the estimate once three recent service times all exceed the budget, and forgets them later', () => {
+    const { s, drops } = scheduler(100);
+    for (const [ms, at] of [
+      [150, 0],
+      [140, 200],
+      [160, 400],
+    ] as const)
+      s.observeService(ms, at);
+    s.offer(frame('cam1', 500));
+    expect(s.next(501)).toBeUndefined(); // a model slow again and again: cannot make it
     expect(drops.map((d) => d.reason)).toEqual(['deadline']);
     s.offer(frame('cam1', 6000));
-    expect(s.estimateAt(6001)).toBe(0); // the 150 ms observation is older than the window
+    expect(s.estimateAt(6001)).toBe(0); // the observations are older than the window
     expect(s.next(6001)?.id).toBe('cam1@6000');
   });
 

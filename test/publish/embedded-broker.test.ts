@@ -51,7 +51,10 @@ describe('embedded broker', () => {
     await pub.start();
     const { alert } = makeResult(1, { alert: true });
     await pub.publishAlert(alert!);
-    expect((await sub.waitFor((m) => m.topic === 'vigil/demo/alerts/defect')).json).toEqual(alert);
+    expect((await sub.waitFor((m) => m.topic === 'vigil/demo/alerts/defect')).json).toEqual({
+      schema: 'vigil.alert.v1',
+      ...alert,
+    });
     expect((await sub.waitFor((m) => m.topic === 'vigil/demo/status')).json.state).toBe('online');
   });
 

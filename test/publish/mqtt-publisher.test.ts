@@ -75,14 +75,14 @@ describe('MqttPublisher against Mosquitto', () => {
     expect(ackMs).toBeGreaterThanOrEqual(0);
 
     const got = await sub.waitFor((m) => m.topic === 'vigil/gw-7/alerts/defect');
-    expect(got.json).toEqual(alert);
+    expect(got.json).toEqual({ schema: 'vigil.alert.v1', ...alert });
     expect(got.retain).toBe(false);
     expect(store.countAlerts({ published: true })).toBe(1);
     expect(store.recentAlerts(1)[0]?.publishAttempts).toBe(1);
 
     expect(await pub.publishResult('line1', result)).toBe(true);
     const streamed = await sub.waitFor((m) => m.topic === 'vigil/gw-7/results/line1');
-    expect(streamed.json).toEqual(result);
+    expect(streamed.json).toEqual({ schema: 'vigil.result.v1', ...result });
   });
 
   it('keeps a retained online status that a later subscriber receives', async () => {
@@ -100,6 +100,7 @@ describe('MqttPublisher against Mosquitto', () => {
     const status = await late.waitFor(() => true);
     expect(status.retain).toBe(true);
     expect(status.json).toMatchObject({
+      schema: 'vigil.status.v1',
       state: 'online',
       device: DEVICE,
       version: '9.9.9-test',
@@ -123,7 +124,7 @@ describe('MqttPublisher against Mosquitto', () => {
 
     (pub as unknown as { client: MqttClient }).client.stream.destroy();
     const will = await sub.waitFor((m) => m.json.state === 'offline');
-    expect(will.json).toMatchObject({ device: DEVICE, reason: 'connection lost' });
+    expect(will.json).toMatchObject({ schema: 'vigil.status.v1', device: DEVICE, reason: 'connection lost' });
   });
 
   it('publishes alerts stored while the broker was down once it is back', async () => {
@@ -152,7 +153,7 @@ describe('MqttPublisher against Mosquitto', () => {
     broker = await startMosquitto({ port, dataDir });
     for (const { alert } of stored) {
       const got = await sub.waitFor((m) => m.json.id === alert!.id);
-      expect(got.json).toEqual(alert);
+      expect(got.json).toEqual({ schema: 'vigil.alert.v1', ...alert });
     }
     await until(() => store.countAlerts({ published: false }) === 0, 10_000, 'outbox to drain');
   });

@@ -13,6 +13,12 @@ import { registerPackage, startMlflow, type RunningMlflow } from '../helpers/mlf
  * publishes, gateways read with their own users, and a read-only user cannot write tags.
  */
 
+/** Every file of a package folder, as relative paths. */
+async function packageFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries.filter((e) => e.isFile()).map((e) => path.relative(dir, path.join(e.parentPath, e.name)));
+}
+
 const DEFECT_INT8 = fileURLToPath(new URL('../../models/defect/packages/defect-int8-onnx', import.meta.url));
 const ADMIN = { username: 'admin', password: 'vigil-Admin-passw0rd' };
 const READER = { username: 'gateway-7', password: 'gateway-Reader-passw0rd' };
@@ -60,8 +66,10 @@ describe('MlflowRegistryClient against a real MLflow server with basic auth', ()
     expect(info.version).toBe(version);
     const dest = path.join(work, 'download');
     const result = await reader.downloadVersion(info, dest);
-    expect((await readdir(dest)).sort()).toEqual(['model.onnx', 'vigil.json']);
-    expect(result.files.sort()).toEqual(['model.onnx', 'vigil.json']);
+    // The package's files: the model, its manifest and its acceptance holdout (a subfolder).
+    expect((await readdir(dest)).sort()).toEqual(['acceptance', 'model.onnx', 'vigil.json']);
+    expect(result.files.sort()).toEqual((await packageFiles(DEFECT_INT8)).sort());
+    expect(result.files).toContain('acceptance/labels.csv');
   });
 
   it('answers auth (401) without credentials or with a wrong password, never showing the password', async () => {

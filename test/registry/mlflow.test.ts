@@ -154,17 +154,17 @@ describe('MlflowRegistryClient against a real MLflow server', () => {
     const version = await client.versionByAlias('defect', 'champion');
     const result = await client.downloadVersion(version, dest, { onProgress: (p) => progress.push(p) });
 
-    expect(result.files.sort()).toEqual(['model.onnx', 'vigil.json', 'vigil.json.sig']);
-    expect(result.resumedBytes).toBe(0);
+    // The package's own files (the model, its acceptance holdout in a subfolder), vigil.json and the signature.
     const source = await hashes(DEFECT_INT8);
+    expect(result.files.sort()).toEqual([...Object.keys(source), 'vigil.json.sig'].sort());
+    expect(result.files).toContain('acceptance/labels.csv');
+    expect(result.resumedBytes).toBe(0);
     const got = await hashes(dest);
     expect(got).toMatchObject(source);
     expect(Object.keys(got).sort()).toEqual(result.files.sort());
-    expect(result.bytes).toBe(
-      (await stat(path.join(dest, 'model.onnx'))).size +
-        (await stat(path.join(dest, 'vigil.json'))).size +
-        (await stat(path.join(dest, 'vigil.json.sig'))).size,
-    );
+    let bytes = 0;
+    for (const f of result.files) bytes += (await stat(path.join(dest, f))).size;
+    expect(result.bytes).toBe(bytes);
     expect(progress.at(-1)).toMatchObject({ doneBytes: result.bytes, totalBytes: result.bytes });
 
     // register.py signed the exact bytes of vigil.json with the private key.

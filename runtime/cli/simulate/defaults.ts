@@ -34,6 +34,9 @@ export function simulateConfig(s: SimulateSettings): Record<string, unknown> {
       type: 'camera-folder',
       path: path.join(s.dataDir, 'incoming', 'line1-cam'),
       afterRead: 'delete',
+      // A data expectation (docs/DATA-QUALITY.md): the simulated cameras send JPEG and PNG only,
+      // so this never fires in the demo; anything else would be flagged and not scored.
+      expectations: { image: { formats: ['jpeg', 'png'] } },
     },
   };
   if (s.withHttpCamera) {

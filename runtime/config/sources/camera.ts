@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { CameraExpectations } from '../../quality/config.js';
 
 const port = z.number().int().min(0).max(65535);
 
@@ -31,6 +32,9 @@ export const CameraFolderSource = z
       .positive()
       .default(32 * 1024 * 1024)
       .describe('Larger files are refused'),
+    expectations: CameraExpectations.optional().describe(
+      'Data expectations on the frames of this camera: out-of-spec frames are counted, alerted on and treated by each pipeline’s dataQuality policy (docs/DATA-QUALITY.md)',
+    ),
   })
   .describe('Frames dropped as files into a watched folder');
 
@@ -49,5 +53,8 @@ export const CameraHttpSource = z
       .positive()
       .default(32 * 1024 * 1024)
       .describe('Larger bodies get 413'),
+    expectations: CameraExpectations.optional().describe(
+      'Data expectations on the frames of this camera: out-of-spec frames are counted, alerted on and treated by each pipeline’s dataQuality policy (docs/DATA-QUALITY.md)',
+    ),
   })
   .describe('Frames POSTed over HTTP');

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { MqttJsonExpectations, TelemetryExpectations } from '../../quality/config.js';
 import { Reconnect, TagLimits, TagName } from './telemetry.js';
 
 /**
@@ -25,6 +26,12 @@ export const MqttConnectionFields = {
   clientId: ClientId.describe(
     'MQTT client id; it must be unique on the broker (two clients with one id keep disconnecting each other); default vigil-<source name>-<random>',
   ),
+  protocolVersion: z
+    .literal([4, 5])
+    .default(4)
+    .describe(
+      'MQTT protocol version: 4 (MQTT 3.1.1, every broker) or 5 (MQTT 5: a sender can name its message with a user property x-request-id or traceparent, or with correlation data, which becomes the trace id of its readings; docs/OBSERVABILITY.md). Under 5 a persistent session is kept until the broker expires it',
+    ),
   username: z.string().optional().describe('User name, when the broker requires one'),
   password: z
     .string()
@@ -191,6 +198,9 @@ export const MqttJsonSource = z
       })
       .describe('Topic filters and their payload mappings; no two may match the same topic'),
     limits: TagLimits,
+    expectations: MqttJsonExpectations.optional().describe(
+      'Data expectations on the payloads and readings of this source: out-of-spec data is stored, flagged, counted and alerted on (docs/DATA-QUALITY.md)',
+    ),
   })
   .describe('Telemetry as JSON payloads on MQTT topics, mapped to tags by config');
 export type MqttJsonSourceConfig = z.infer<typeof MqttJsonSource>;
@@ -241,6 +251,9 @@ export const SparkplugSource = z
       .default(1024 * 1024)
       .describe('Larger payloads are refused as too_large'),
     limits: TagLimits,
+    expectations: TelemetryExpectations.optional().describe(
+      'Data expectations on the readings of this source: out-of-spec data is stored, flagged, counted and alerted on (docs/DATA-QUALITY.md)',
+    ),
   })
   .describe(
     'Telemetry from Sparkplug B edge nodes: the asset is the device id for DBIRTH/DDATA/DDEATH and the edge node id for NBIRTH/NDATA/NDEATH; the tag is the metric name',

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { TelemetryExpectations } from '../../quality/config.js';
 import { AssetName, Reconnect, TagLimits, TagName } from './telemetry.js';
 
 /**
@@ -152,6 +153,9 @@ export const OpcUaSource = z
       ),
     items: z.array(OpcUaItem).min(1).describe('Nodes to monitor, each mapped to an asset and tag'),
     limits: TagLimits,
+    expectations: TelemetryExpectations.optional().describe(
+      'Data expectations on the readings of this source: out-of-spec data is stored, flagged, counted and alerted on (docs/DATA-QUALITY.md)',
+    ),
     reconnect: Reconnect,
   })
   .superRefine((s, ctx) => {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { TelemetryExpectations } from '../../quality/config.js';
 import { AssetName, Reconnect, TagLimits, TagName } from './telemetry.js';
 
 /**
@@ -32,6 +33,9 @@ export const SerialPortSettings = {
     'Back-off between attempts to re-open the port when it is missing or was unplugged',
   ),
   limits: TagLimits,
+  expectations: TelemetryExpectations.optional().describe(
+    'Data expectations on the readings of this source: out-of-spec data is stored, flagged, counted and alerted on (docs/DATA-QUALITY.md)',
+  ),
 };
 
 const FieldName = z
