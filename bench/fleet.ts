@@ -32,7 +32,7 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { appendFile, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -52,22 +52,13 @@ import {
   type RegistryClient,
 } from '../runtime/registry/types.js';
 import { mlflowPython, startMlflow, type RunningMlflow } from '../test/helpers/mlflow.js';
-import { machine } from './soak.js';
+import { repoRoot } from './daemon-process.js';
+import { machine } from './machine.js';
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const log = silentLogger();
 const MODEL = 'fleet-defect';
 const ALIAS = 'champion';
-
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('fleet: package.json not found above ' + import.meta.url);
-    dir = up;
-  }
-  return dir;
-}
 
 export interface FleetOptions {
   gateways: number;

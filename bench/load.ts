@@ -30,7 +30,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machine, sleep } from './chaos/drill.js';
-import { fetchStatus } from './chaos/daemon.js';
+import { fetchStatus } from './daemon-process.js';
 import { FrameRun, renderFramePool, type FramePool, type Pacing } from './chaos/frames.js';
 import {
   MetricsScrape,

@@ -33,7 +33,6 @@
  *   --settle S      seconds to wait for delivery after publishing stopped (default 120)
  * Needs Mosquitto (apt-get install mosquitto) and a built dist/ (npm run build).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -44,24 +43,20 @@ import { stringify } from 'yaml';
 import { startMosquitto } from '../test/helpers/mosquitto.js';
 import { freePort } from '../test/helpers/ports.js';
 import { UpstreamReceiver, type ReceiverCheck } from '../test/helpers/upstream-receiver.js';
+import {
+  DaemonProcess,
+  UNBOUNDED_QUEUE,
+  VIGIL_CLI,
+  benchUpstream,
+  type DaemonStatus,
+} from './daemon-process.js';
+import { machine } from './machine.js';
+
+// The daemon process, its status and the host description live in modules of their own (the
+// chaos drills use them too); the store-and-forward tests and benchmarks import them from here.
+export { DaemonProcess, UNBOUNDED_QUEUE, machine, type DaemonStatus };
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-/** The repository root: where package.json is, from bench/ (tests) or dist/bench/ (built). */
-function repoRoot(): string {
-  let dir = path.dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(path.join(dir, 'package.json'))) {
-    const up = path.dirname(dir);
-    if (up === dir) throw new Error('soak: package.json not found above ' + import.meta.url);
-    dir = up;
-  }
-  return dir;
-}
-
-export const CLI = path.join(repoRoot(), 'dist/runtime/cli/main.js');
-
-/** Mosquitto settings of an input broker that never drops a queued QoS 1 message on its own. */
-export const UNBOUNDED_QUEUE = ['max_queued_messages 0', 'max_queued_bytes 0'];
 
 /** A small seeded PRNG (mulberry32), so that a run's kill moments can be repeated. */
 export function seededRandom(seed: number): () => number {
@@ -72,144 +67,6 @@ export function seededRandom(seed: number): () => number {
     t = Math.imul(t ^ (t >>> 15), t | 1);
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-export function machine(): { cpu: string; cores: number; ramGiB: number; os: string; node: string } {
-  return {
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cores: os.cpus().length,
-    ramGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
-    os: `${os.type()} ${os.release()} ${os.arch()}`,
-    node: process.version,
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
-// The daemon as a process we can SIGKILL.
-
-/** One `vigil run` process: started, possibly killed, its log kept. */
-export class DaemonProcess {
-  readonly proc: ChildProcess;
-  readonly spawnedAt = Date.now();
-  readyAt: number | undefined;
-  /** vigil_ingest_duplicates_total{source="line1"} when last sampled (runSoak samples it). */
-  ingestDuplicates = 0;
-  exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
-  private output = '';
-  private readonly exited: Promise<void>;
-
-  constructor(
-    configFile: string,
-    readonly httpUrl: string,
-  ) {
-    this.proc = spawn(process.execPath, [CLI, 'run', '--config', configFile], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const keep = (d: Buffer) => {
-      this.output += d.toString();
-      // Only the tail matters once a life is long; errors are picked out as they come.
-      if (this.output.length > 2_000_000) this.output = this.output.slice(-1_000_000);
-    };
-    this.proc.stdout!.on('data', keep);
-    this.proc.stderr!.on('data', keep);
-    this.exited = new Promise((resolve) =>
-      this.proc.once('exit', (code, signal) => {
-        this.exit = { code, signal };
-        resolve();
-      }),
-    );
-  }
-
-  get alive(): boolean {
-    return this.exit === undefined;
-  }
-
-  logs(): string {
-    return this.output;
-  }
-
-  /** Log lines at error level or worse (pino levels 50, 60). */
-  errorLines(): string[] {
-    return this.output.split('\n').filter((l) => /"level":(50|60)\b/.test(l));
-  }
-
-  /** Polls /readyz until it answers 200; false when the process exited first or time ran out. */
-  async waitReady(timeoutMs = 30_000): Promise<boolean> {
-    const deadline = Date.now() + timeoutMs;
-    while (this.alive && Date.now() < deadline) {
-      try {
-        const r = await fetch(`${this.httpUrl}/readyz`, { signal: AbortSignal.timeout(1_000) });
-        if (r.status === 200) {
-          this.readyAt ??= Date.now();
-          return true;
-        }
-      } catch {
-        // not listening yet
-      }
-      await sleep(50);
-    }
-    return false;
-  }
-
-  async status(): Promise<DaemonStatus | undefined> {
-    try {
-      const r = await fetch(`${this.httpUrl}/api/v1/status`, { signal: AbortSignal.timeout(2_000) });
-      return r.ok ? ((await r.json()) as DaemonStatus) : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
-  async metrics(): Promise<string> {
-    const r = await fetch(`${this.httpUrl}/metrics`, { signal: AbortSignal.timeout(2_000) });
-    return r.text();
-  }
-
-  async kill(): Promise<void> {
-    if (this.alive) this.proc.kill('SIGKILL');
-    await this.exited;
-  }
-
-  /** SIGTERM; resolves with the exit code and how long the exit took. SIGKILL after `hardMs`. */
-  async terminate(
-    hardMs = 60_000,
-  ): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }> {
-    const t0 = Date.now();
-    if (this.alive) this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), hardMs);
-    await this.exited;
-    clearTimeout(timer);
-    return { ...this.exit!, ms: Date.now() - t0 };
-  }
-}
-
-/** The parts of GET /api/v1/status the store-and-forward checks read. */
-export interface DaemonStatus {
-  telemetry?: Record<string, { state?: string; readings?: { good: number; uncertain: number; bad: number } }>;
-  upstream?: {
-    state?: string;
-    drainRowsPerSecond?: number;
-    classes?: Record<
-      string,
-      {
-        rows: number;
-        oldestSeq: number | null;
-        oldestAt: number | null;
-        ackedSeq: number;
-        lastDeliveryAt: number | null;
-        ageSeconds?: number;
-        deliveredThisRun?: number;
-      }
-    >;
-  };
-  store?: {
-    id?: string;
-    recovery?: { movedTo: string; reason: string; at: string | number };
-    classes?: Record<
-      string,
-      { rows: number; bytes: number; quotaBytes: number; evicted: { delivered: number; undelivered: number } }
-    >;
   };
 }
 
@@ -477,6 +334,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'vigil-soak-'));
   const cleanups: Array<() => Promise<unknown>> = [];
   const lives: DaemonProcess[] = [];
+  /** Per life, vigil_ingest_duplicates_total{source="line1"} when last sampled. */
+  const ingestDuplicates = new Map<DaemonProcess, number>();
   try {
     const input = await startMosquitto({ extraConfig: UNBOUNDED_QUEUE });
     cleanups.push(() => input.stop());
@@ -496,23 +355,16 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         http: { port: httpPort },
         mqtt: { url: input.url },
         store: { path: path.join(dir, 'vigil.db'), synchronous: options.synchronous },
-        upstream: {
-          url: upstream.url,
-          batchSize: 200,
-          maxRowsPerSecond: 100_000,
-          maxInFlight: 8,
-          reconnect: { initialDelayMs: 100, maxDelayMs: 1_000 },
-          flushOnStopSeconds: 2,
-        },
+        upstream: benchUpstream(upstream.url),
         shutdown: { timeoutSeconds: 10 },
         models: {},
         pipelines: {},
         sources: { line1: soakSource(input.url, 'soak', options.sourceQos ?? 1) },
       }),
     );
-    const httpUrl = `http://127.0.0.1:${httpPort}`;
+    const opsUrl = `http://127.0.0.1:${httpPort}`;
     const spawnDaemon = () => {
-      const d = new DaemonProcess(configFile, httpUrl);
+      const d = new DaemonProcess(configFile, opsUrl);
       lives.push(d);
       // Measures the restart time in the background, then samples the redeliveries it recognised
       // (a counter that dies with the process: what a kill cut short is not seen).
@@ -520,7 +372,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         while (ok && d.alive) {
           const text = await d.metrics().catch(() => '');
           if (text)
-            d.ingestDuplicates = sampleValue(text, 'vigil_ingest_duplicates_total', { source: 'line1' });
+            ingestDuplicates.set(d, sampleValue(text, 'vigil_ingest_duplicates_total', { source: 'line1' }));
           await sleep(250);
         }
       });
@@ -625,7 +477,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       finalUpstream: status?.upstream,
       finalBacklogMetric: metric('vigil_upstream_backlog_rows', { class: 'readings' }),
       lastLifeIngestDuplicates: metric('vigil_ingest_duplicates_total', { source: 'line1' }),
-      ingestDuplicatesSeen: lives.reduce((n, d) => n + d.ingestDuplicates, 0),
+      ingestDuplicatesSeen: lives.reduce((n, d) => n + (ingestDuplicates.get(d) ?? 0), 0),
       finalExit,
       daemonErrors: lives.flatMap((d, i) => d.errorLines().map((l) => `life ${i + 1}: ${l}`)).slice(0, 50),
       wallSeconds: Math.round((Date.now() - t0) / 100) / 10,
@@ -690,7 +542,7 @@ async function main(): Promise<void> {
     settleTimeoutMs: Number(arg(args, '--settle') ?? 120) * 1000,
     say: (l) => console.log(l),
   };
-  if (!existsSync(CLI)) throw new Error(`${CLI} not found: run npm run build first`);
+  if (!existsSync(VIGIL_CLI)) throw new Error(`${VIGIL_CLI} not found: run npm run build first`);
   const r = await runSoak(options);
   const failures = soakFailures(r);
   const m = r.machine;

@@ -3,7 +3,8 @@ import { FrameRun, renderFramePool, type FramePool, type FrameRunSummary } from 
 import { computeLedger, ledgerFailures, settle, type Ledger } from './ledger.js';
 import { histogramQuantile, histogramWindow, type MetricsScrape } from './prom.js';
 import { ChaosRig, PIPELINE, type RigOptions } from './rig.js';
-import type { LogSummaryLine } from './daemon.js';
+import type { DaemonExit, LogSummaryLine } from '../daemon-process.js';
+import { machine as hostMachine, type Machine } from '../machine.js';
 import { TelemetryDriver } from './telemetry.js';
 import type { CorruptOutcome } from '../../simulator/chaos/corrupt-frames.js';
 
@@ -101,7 +102,7 @@ export interface PhaseLatency {
 export interface DrillReport {
   scenario: string;
   summary: string;
-  machine: { cpu: string; cores: number; ramGiB: number; os: string; node: string; loadAvg1m: number };
+  machine: Machine & { loadAvg1m: number };
   options: Omit<DrillOptions, 'say'>;
   startedAt: string;
   wallS: number;
@@ -116,7 +117,7 @@ export interface DrillReport {
     /** Distinct warn/error messages of the daemon (numbers masked) and their counts. */
     log: LogSummaryLine[];
     aliveAtEnd: boolean;
-    exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+    exit: DaemonExit | undefined;
     errorLines: string[];
   };
   settled: boolean;
@@ -126,11 +127,7 @@ export interface DrillReport {
 
 export function machine(): DrillReport['machine'] {
   return {
-    cpu: os.cpus()[0]?.model ?? 'unknown',
-    cores: os.cpus().length,
-    ramGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
-    os: `${os.type()} ${os.release()} ${os.arch()}`,
-    node: process.version,
+    ...hostMachine(),
     // Other work on the machine skews every figure: the 1-minute load average when the run ended.
     loadAvg1m: Math.round(os.loadavg()[0]! * 100) / 100,
   };

@@ -6,7 +6,14 @@ import { ChaosBroker, freeLoopbackPort } from '../../simulator/chaos/mosquitto.j
 import { startMosquitto, type RunningMosquitto } from '../../test/helpers/mosquitto.js';
 import { UpstreamReceiver } from '../../test/helpers/upstream-receiver.js';
 import { AlertCollector } from './alerts.js';
-import { VigilProcess, repoRoot, type VigilStatus } from './daemon.js';
+import {
+  DaemonProcess,
+  UNBOUNDED_QUEUE,
+  benchUpstream,
+  repoRoot,
+  type DaemonExit,
+  type DaemonStatus,
+} from '../daemon-process.js';
 import { MetricsScrape } from './prom.js';
 
 /**
@@ -58,7 +65,7 @@ export class ChaosRig {
     readonly upstream: RunningMosquitto,
     readonly receiver: UpstreamReceiver,
     readonly alerts: AlertCollector,
-    readonly daemon: VigilProcess,
+    readonly daemon: DaemonProcess,
     readonly cameraUrl: string,
     readonly options: RigOptions,
   ) {}
@@ -72,13 +79,12 @@ export class ChaosRig {
     try {
       // Brokers that keep every queued message: Mosquitto's default of 1000 per session would be
       // the broker's loss, not the gateway's.
-      const unbounded = ['max_queued_messages 0', 'max_queued_bytes 0'];
       const plant = await ChaosBroker.start({
         dataDir: path.join(dir, 'plant-broker'),
-        extraConfig: unbounded,
+        extraConfig: UNBOUNDED_QUEUE,
       });
       cleanups.push(() => plant.stop());
-      const upstream = await startMosquitto({ extraConfig: unbounded });
+      const upstream = await startMosquitto({ extraConfig: UNBOUNDED_QUEUE });
       cleanups.push(() => upstream.stop());
       const receiver = await UpstreamReceiver.start({ url: upstream.url, topicPrefix: TOPIC_PREFIX });
       cleanups.push(() => receiver.stop());
@@ -100,9 +106,9 @@ export class ChaosRig {
         stringify(rigConfig(options, { opsPort, camPort, storeDir, plant, upstream, dir })),
       );
       const opsUrl = `http://127.0.0.1:${opsPort}`;
-      const daemon = new VigilProcess(configFile, opsUrl, options.env ?? {});
+      const daemon = new DaemonProcess(configFile, opsUrl, options.env ?? {});
       cleanups.push(() => daemon.kill());
-      await daemon.waitReady();
+      await daemon.requireReady();
       const rig = new ChaosRig(
         dir,
         plant,
@@ -134,12 +140,12 @@ export class ChaosRig {
     return this.daemon.opsUrl;
   }
 
-  status(): Promise<VigilStatus | undefined> {
+  status(): Promise<DaemonStatus | undefined> {
     return this.daemon.status();
   }
 
   metrics(): Promise<MetricsScrape> {
-    return this.daemon.metrics();
+    return MetricsScrape.fetch(this.opsUrl);
   }
 
   /** Polls `check` every `everyMs` until it holds; throws naming `what` after `timeoutMs`. */
@@ -163,8 +169,12 @@ export class ChaosRig {
   }
 
   /** Stops the daemon (SIGTERM) and everything the rig started; the exit of the daemon. */
-  async stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
-    const exit = this.daemon.alive ? await this.daemon.terminate() : this.daemon.exit;
+  async stop(): Promise<DaemonExit | undefined> {
+    let exit = this.daemon.exit;
+    if (this.daemon.alive) {
+      const { code, signal } = await this.daemon.terminate(30_000);
+      exit = { code, signal };
+    }
     for (const c of this.cleanups.splice(0).reverse()) await c().catch(() => undefined);
     return exit;
   }
@@ -214,15 +224,7 @@ function rigConfig(
     http: { host: '127.0.0.1', port: r.opsPort },
     mqtt: { url: r.plant.url, topicPrefix: TOPIC_PREFIX, statusIntervalSeconds: 5 },
     store: { path: path.join(r.storeDir, 'vigil.db'), ...(o.store ?? {}) },
-    upstream: {
-      url: r.upstream.url,
-      topicPrefix: TOPIC_PREFIX,
-      batchSize: 200,
-      maxRowsPerSecond: 100_000,
-      maxInFlight: 8,
-      reconnect: { initialDelayMs: 100, maxDelayMs: 1_000 },
-      flushOnStopSeconds: 2,
-    },
+    upstream: benchUpstream(r.upstream.url, TOPIC_PREFIX),
     shutdown: { timeoutSeconds: 10 },
     models: { defect: { package: path.join(repoRoot(), 'models/defect/packages/defect-int8-onnx') } },
     sources,
