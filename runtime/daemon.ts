@@ -32,6 +32,7 @@ import { DataQuality } from './quality/data-quality.js';
 import { NO_MODEL, type AlertOwner } from './quality/monitor.js';
 import { expectationTagWarnings } from './quality/tag-names.js';
 import type { SourceContext } from './pipeline/source.js';
+import { StoreWriteGuard } from './store/write-guard.js';
 import { VERSION } from './version.js';
 
 export interface DaemonHooks {
@@ -55,6 +56,8 @@ export class Daemon {
   readonly sources = new Map<string, Source>();
   private readonly models = new Map<string, ModelHost>();
   private store: Store | undefined;
+  /** Whether frame sources may take frames while the store refuses writes (a full disk). */
+  private storeGuard: StoreWriteGuard | undefined;
   private ingest: TelemetryIngest | undefined;
   private publisher: MqttPublisher | undefined;
   private upstream: UpstreamForwarder | undefined;
@@ -141,6 +144,8 @@ export class Daemon {
     this.store = Store.open(storePath, config.store, log.child({ component: 'store' }), {
       metrics: this.metrics,
     });
+    const store = this.store;
+    this.storeGuard = new StoreWriteGuard(() => store.probeWrite(), log.child({ component: 'store' }));
     const upstream = config.upstream?.enabled ? config.upstream : undefined;
     // Retention must not delete what is still waiting for the upstream broker.
     this.store.setForwarded(upstream?.classes);
@@ -254,6 +259,7 @@ export class Daemon {
             ...common,
             inputError: (sample, reason) => this.countInputError(sample, reason),
             dataQuality: dataQuality.frames,
+            onStoreError: () => this.storeGuard?.failed(),
           }),
         );
       }
@@ -295,7 +301,7 @@ export class Daemon {
         readingsDurable: (batch, mark) => ingest.acceptDurable(name, batch, gate, slog, mark),
         reconnected: () => ingest.reconnected(name),
         payloadQuality: dataQuality.payloadHookFor(name),
-        storeRefusing: () => readers.some(([, p]) => p.storeRefusing),
+        storeRefusing: () => this.storeGuard?.refusing === true,
       };
       const source = await createSource(name, sc, ctx);
       this.sources.set(name, source);
@@ -537,6 +543,7 @@ export class Daemon {
     const left = (cap: number) => Math.max(1, Math.min(cap, deadline - Date.now()));
     this.lifetime.abort();
     this.upkeep?.stop();
+    this.storeGuard?.stop();
     if (this.gaugeTimer) clearInterval(this.gaugeTimer);
     if (this.outboxTimer) clearInterval(this.outboxTimer);
     if (this.statusTimer) clearInterval(this.statusTimer);

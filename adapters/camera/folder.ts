@@ -307,6 +307,9 @@ export class FolderCameraSource implements Source {
       return; // still uploading, or stalled: look again on the next pass
     }
 
+    // While the store refuses writes (a full disk), a frame taken now could only be dropped, and
+    // deleted after reading: the file stays where it is until the store takes writes again.
+    if (this.ctx.storeRefusing?.()) return;
     const arrivedAt = performance.now();
     const data = await readFile(file).catch((err: NodeJS.ErrnoException) => err);
     if (data instanceof Error) return this.readFailed(file, origin, data, sig);

@@ -7,6 +7,7 @@ import type { CameraHttpSource as CameraHttpSourceSchema } from '../../runtime/c
 import { VigilError, errorMessage } from '../../runtime/errors.js';
 import type { InputRejectReason, Source, SourceContext, SourceState } from '../../runtime/pipeline/source.js';
 import { sniffImageType } from '../../runtime/pipeline/preprocess.js';
+import { STORE_PROBE_INTERVAL_MS } from '../../runtime/store/write-guard.js';
 import { pickTraceId } from '../trace-id.js';
 
 export type CameraHttpConfig = z.infer<typeof CameraHttpSourceSchema>;
@@ -26,8 +27,8 @@ const MAX_ORIGIN_LENGTH = 200;
 
 /** How long stop() waits for requests in progress before it cuts their sockets. */
 const STOP_GRACE_MS = 1000;
-/** Retry-After of a 503 while the store refuses writes: about when the pipeline probes it again. */
-const STORE_RETRY_AFTER_S = 2;
+/** Retry-After of a 503 while the store refuses writes: when the store is probed again. */
+const STORE_RETRY_AFTER_S = STORE_PROBE_INTERVAL_MS / 1000;
 
 /**
  * Frames POSTed over HTTP: `POST <path>` with the encoded JPEG or PNG as the body. Answers 202

@@ -22,7 +22,7 @@
  *
  *   vigil models holdout PACKAGE... [--checks FILE] [--cmapss-dir DIR] [--no-test]
  */
-import { readFile, rename, rm, stat, writeFile, mkdir } from 'node:fs/promises';
+import { readFile, rename, rm, writeFile, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import sharp from 'sharp';
 import { renderFrame } from '../../simulator/camera/render.js';
@@ -52,6 +52,7 @@ import { MANIFEST_FILE, SIGNATURE_FILE, loadModelPackage, sha256File } from '../
 import { decodeAndResize } from '../pipeline/preprocess.js';
 import { repoRoot } from './simulate/defaults.js';
 import { modelsTestCommand } from './models-test.js';
+import { isSignedPackage } from '../model/signature.js';
 
 /** The folder inside a package that holds its holdout. */
 export const HOLDOUT_DIR = 'acceptance';
@@ -306,10 +307,7 @@ export async function modelsHoldoutCommand(
   say: (line: string) => void = (l) => process.stderr.write(l + '\n'),
 ): Promise<number> {
   const pkg = await loadModelPackage(dir);
-  const signed = await stat(path.join(pkg.dir, SIGNATURE_FILE)).then(
-    () => true,
-    () => false,
-  );
+  const signed = await isSignedPackage(pkg.dir);
   if (signed) {
     say(
       `${pkg.dir} is signed (${SIGNATURE_FILE}): writing the holdout would invalidate the signature. ` +

@@ -17,7 +17,7 @@
  *   node dist/runtime/cli/models-reference.js PACKAGE [--data camera|cmapss|pump|spindle]
  *     [--count N] [--seed S] [--defect-rate R] [--cmapss-dir DIR] [--runs N] [--dry-run]
  */
-import { readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { readFile, rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -36,6 +36,7 @@ import { silentLogger } from '../log.js';
 import { Manifest, isImageManifest, isTelemetryManifest, type TelemetryManifest } from '../model/manifest.js';
 import { MANIFEST_FILE, SIGNATURE_FILE, loadModelPackage } from '../model/package.js';
 import type { Reading } from '../telemetry/reading.js';
+import { isSignedPackage } from '../model/signature.js';
 
 export type ReferenceData =
   | { type: 'camera'; count: number; seed: number; defectRate: number; width: number; height: number }
@@ -227,10 +228,7 @@ export async function modelsReferenceCommand(
   say: (line: string) => void = (l) => process.stderr.write(l + '\n'),
 ): Promise<number> {
   const pkg = await loadModelPackage(dir);
-  const signed = await stat(path.join(pkg.dir, SIGNATURE_FILE)).then(
-    () => true,
-    () => false,
-  );
+  const signed = await isSignedPackage(pkg.dir);
   if (signed && !opts.dryRun) {
     say(
       `${pkg.dir} is signed (${SIGNATURE_FILE}): writing the reference would invalidate the signature. ` +

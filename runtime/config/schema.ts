@@ -234,7 +234,7 @@ export const MqttConfig = z.strictObject({
     .refine((r) => r.initialDelayMs <= r.maxDelayMs, {
       message: 'initialDelayMs must not be greater than maxDelayMs',
     })
-    .prefault({})
+    .default({ initialDelayMs: 1_000, maxDelayMs: 5_000 })
     .describe('Back-off between reconnect attempts to the alert broker'),
   statusIntervalSeconds: z
     .number()

@@ -6,7 +6,7 @@ import {
   verify,
   type KeyObject,
 } from 'node:crypto';
-import { lstat, readFile, rename, writeFile } from 'node:fs/promises';
+import { lstat, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { VigilError, errorMessage, type VigilErrorCode } from '../errors.js';
 import { MANIFEST_FILE, SIGNATURE_FILE } from './package.js';
@@ -18,6 +18,17 @@ import { MANIFEST_FILE, SIGNATURE_FILE } from './package.js';
  * (standard alphabet, optional trailing newline) of the 64-byte signature; public keys are PEM
  * SPKI files.
  */
+
+/**
+ * Whether a package folder holds a detached signature: a tool that rewrites its manifest
+ * (reference distributions, a holdout) would invalidate it.
+ */
+export function isSignedPackage(dir: string): Promise<boolean> {
+  return stat(path.join(dir, SIGNATURE_FILE)).then(
+    () => true,
+    () => false,
+  );
+}
 
 export type SignaturePolicy = 'off' | 'verify' | 'require';
 

@@ -37,6 +37,11 @@ export interface AlertPublisher {
 
 export interface PipelineContext {
   name: string;
+  /**
+   * Told when a result could not be stored (a full disk), so that frame sources stop taking
+   * frames until the store takes writes again (runtime/store/write-guard.ts).
+   */
+  onStoreError?: (() => void) | undefined;
   config: PipelineConfig;
   deviceId: string;
   /**
@@ -97,21 +102,12 @@ const STAGES: Array<keyof StageTimings> = [
  * postprocessing, into the store and out as alerts. Frames are processed one at a time; the
  * scheduler bounds what waits and drops what can no longer make the budget.
  */
-/** After a failed store write, how long sources are told to hold new frames before one probes again. */
-const STORE_PROBE_INTERVAL_MS = 2_000;
-
 export class Pipeline {
   private readonly scheduler: FrameScheduler;
   /** Lanes processing frames right now (at most config.concurrency). */
   private lanes = 0;
   private engineTurn: Promise<void> = Promise.resolve();
   private stopped = false;
-  /**
-   * Until when (performance.now() ms) the sources are told the store refuses writes, after a
-   * result could not be stored. It expires, so that a frame probes the store again: refusing
-   * every frame until some frame succeeds would never end.
-   */
-  private storeRefusingUntil = 0;
   private wrongModelLogged = false;
   private idleWaiters: Array<() => void> = [];
   private readonly delivery: AlertDelivery;
@@ -131,11 +127,6 @@ export class Pipeline {
   constructor(private readonly ctx: PipelineContext) {
     this.delivery = new AlertDelivery(ctx.publisher, ctx.metrics, ctx.log);
     this.scheduler = new FrameScheduler(ctx.config.budgetMs, (s, reason) => this.drop(s, reason));
-  }
-
-  /** True for a while after a result could not be stored (docs/CHAOS.md, disk-full). */
-  get storeRefusing(): boolean {
-    return performance.now() < this.storeRefusingUntil;
   }
 
   get name(): string {
@@ -427,9 +418,8 @@ export class Pipeline {
     try {
       if (alert) alert.latencyMs = result.latencyMs;
       ctx.sink.saveResult(result, alert);
-      this.storeRefusingUntil = 0;
     } catch (err) {
-      this.storeRefusingUntil = performance.now() + STORE_PROBE_INTERVAL_MS;
+      ctx.onStoreError?.();
       this.drop(sample, 'store_error');
       ctx.log.error(
         { pipeline: ctx.name, sampleId: sample.id, err: errorMessage(err) },

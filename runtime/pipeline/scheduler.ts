@@ -4,7 +4,7 @@ export type DropReason = 'superseded' | 'deadline';
 
 const RECENT_SAMPLES = 16;
 const ESTIMATE_WINDOW_MS = 5_000;
-/** Service times over the budget that must be seen before they alone drop frames. */
+/** Service times over the budget in a row that must be seen before they alone drop frames. */
 const CONFIRMING_SAMPLES = 3;
 
 /**
@@ -16,6 +16,11 @@ export class FrameScheduler {
   private readonly pending = new Map<string, FrameSample>();
   /** Recent service times (dequeue to stored) with when they were observed. */
   private readonly recent: Array<{ at: number; ms: number }> = [];
+  /**
+   * Service times over the budget in a row, whenever they were seen: only a frame that makes
+   * its budget resets it, so a model that is slow every time stays confirmed across windows.
+   */
+  private overBudgetInARow = 0;
 
   constructor(
     private readonly budgetMs: number,
@@ -55,6 +60,7 @@ export class FrameScheduler {
 
   /** Feeds back how long a frame took from dequeue to stored, observed at `now`. */
   observeService(ms: number, now: number): void {
+    this.overBudgetInARow = ms >= this.budgetMs ? this.overBudgetInARow + 1 : 0;
     this.recent.push({ at: now, ms });
     if (this.recent.length > RECENT_SAMPLES) this.recent.shift();
   }
@@ -63,23 +69,18 @@ export class FrameScheduler {
    * The least service time seen in the last few seconds: optimistic on purpose, so that only
    * frames that surely cannot make it are dropped. Old observations expire, so one slow frame
    * (a cold cache, a burst of load) cannot make the pipeline drop everything that follows
-   * forever: with no recent observation the next frame is tried. Fewer than
-   * CONFIRMING_SAMPLES recent observations that all exceed the budget are taken for an outlier
-   * (the first inference after start, a stall): frames are served to measure again, instead of
+   * forever: with no recent observation the next frame is tried. Until CONFIRMING_SAMPLES
+   * service times in a row exceed the budget, an estimate over it is taken for an outlier (the
+   * first inference after start, a stall) and frames are served to measure again, instead of
    * every frame being dropped until the outlier expires (seen in the load drills: one 125 ms
-   * frame at start, then 51 frames dropped). Only a model that is slow again and again makes
-   * the pipeline drop.
+   * frame at start, then 51 frames dropped). A model that is slow every time stays confirmed,
+   * so that it is tried once per expired window, as before, not served late frame after frame.
    */
   estimateAt(now: number): number {
     let best = Infinity;
-    let seen = 0;
-    for (const r of this.recent) {
-      if (now - r.at > ESTIMATE_WINDOW_MS) continue;
-      seen++;
-      if (r.ms < best) best = r.ms;
-    }
+    for (const r of this.recent) if (now - r.at <= ESTIMATE_WINDOW_MS && r.ms < best) best = r.ms;
     if (best === Infinity) return 0;
-    return best >= this.budgetMs && seen < CONFIRMING_SAMPLES ? 0 : best;
+    return best >= this.budgetMs && this.overBudgetInARow < CONFIRMING_SAMPLES ? 0 : best;
   }
 
   /** Drops everything pending (on stop). */

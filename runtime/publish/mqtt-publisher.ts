@@ -22,6 +22,9 @@ import { topicsFor, type Topics } from './topics.js';
  */
 
 /** The part of the store the publisher needs, so that it does not depend on SQLite. */
+/** The least wait before trying again after the broker refused the connection (credentials). */
+const REFUSED_RETRY_MS = 30_000;
+
 export interface AlertOutbox {
   unpublishedAlerts(limit: number): Alert[];
   markAlertPublished(id: string, at: number): void;
@@ -483,12 +486,16 @@ export class MqttPublisher {
     if (this.stopping || this.state === 'stopped') return;
     if (refusalCode(err) !== undefined) {
       // mqtt.js stops reconnecting after a refusal; credentials may be fixed on the broker
-      // side, so try again after the longest back-off.
+      // side, so try again after the longest back-off, and not more often than every 30 s: a
+      // short back-off suits a restarting broker, not one that refuses the credentials.
       this.setState('refused', { url: redactUrl(this.url) }, this.refusalMessage(err));
       clearTimeout(this.retryTimer);
-      this.retryTimer = setTimeout(() => {
-        if (!this.stopping) this.client?.reconnect();
-      }, this.reconnectMaxMs);
+      this.retryTimer = setTimeout(
+        () => {
+          if (!this.stopping) this.client?.reconnect();
+        },
+        Math.max(this.reconnectMaxMs, REFUSED_RETRY_MS),
+      );
       this.retryTimer.unref();
       return;
     }

@@ -255,6 +255,19 @@ export class Store implements ForwardQueue {
   }
 
   /**
+   * A small write of the store's own (a row of store_meta, about a page), to learn whether the
+   * store takes writes again after one failed (a full disk) without risking a real row. Throws
+   * as saveResult() does.
+   */
+  probeWrite(): void {
+    this.guard('probe the store with a write', () =>
+      this.db
+        .prepare("INSERT OR REPLACE INTO store_meta (key, value) VALUES ('write_probe', ?)")
+        .run(`${Date.now()} ${'.'.repeat(2048)}`),
+    );
+  }
+
+  /**
    * Writes an alert that no single result raised (a drift alert is decided over a window of
    * samples); its result_id is empty. Delivered, replayed and forwarded like every other alert.
    */

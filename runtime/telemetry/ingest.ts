@@ -60,6 +60,8 @@ export interface SourceTelemetryStats {
 
 /** Batches written per turn of the event loop: about 10k readings, a few ms, then others get a turn. */
 const BATCHES_PER_TURN = 10;
+/** store_unavailable refusals of one source are logged at most this often (each is counted). */
+const STORE_REFUSAL_LOG_MS = 10_000;
 /** Distinct source/asset/tag series whose latest value is kept for the status views. */
 const MAX_LATEST = 20_000;
 
@@ -127,6 +129,8 @@ export class TelemetryIngest {
   private drainHandle: NodeJS.Immediate | undefined;
   private readonly stats = new Map<string, SourceTelemetryStats>();
   private readonly latestBySeries = new Map<string, Reading>();
+  /** Per source: when a store_unavailable refusal was last logged, and how many were not since. */
+  private readonly storeRefusalsLogged = new Map<string, { at: number; suppressed: number }>();
   private readonly maxPending: number;
   private readonly retryMs: number;
   private storeFailing = false;
@@ -304,6 +308,23 @@ export class TelemetryIngest {
     const stats = this.statsFor(source);
     stats.rejected[reason] = (stats.rejected[reason] ?? 0) + 1;
     this.o.metrics.inputErrors.inc({ source, reason });
+    if (reason === 'store_unavailable') {
+      // Every frame is refused while the disk is full, and the log may be on that disk: one line
+      // per source every STORE_REFUSAL_LOG_MS, with the count since the last.
+      const now = Date.now();
+      const last = this.storeRefusalsLogged.get(source);
+      if (last && now - last.at < STORE_REFUSAL_LOG_MS) {
+        last.suppressed += 1;
+        return;
+      }
+      this.storeRefusalsLogged.set(source, { at: now, suppressed: 0 });
+      const more = last?.suppressed ? ` (${last.suppressed} more refused since the last line)` : '';
+      log.warn(
+        { reason, origin, suppressed: last?.suppressed ?? 0 },
+        `input from ${origin} refused (${reason}): ${message}${more}`,
+      );
+      return;
+    }
     log.warn({ reason, origin }, `input from ${origin} refused (${reason}): ${message}`);
   }
 

@@ -73,6 +73,22 @@ describe('FolderCameraSource', () => {
     expect(rec.rejections).toEqual([]);
   });
 
+  it('leaves its files in place while the store refuses writes, and takes them once it takes writes again', async () => {
+    const dir = await tempDir();
+    const { rec } = await startSource(dir);
+    let refusing = true;
+    rec.storeRefusing = () => refusing;
+    await writeFile(path.join(dir, 'held-0001.jpg'), jpeg);
+    await sleep(900); // several polls and a rescan (300 ms): stable, complete, and still not taken
+    expect(rec.samples).toEqual([]);
+    expect(await exists(path.join(dir, 'held-0001.jpg'))).toBe(true);
+    refusing = false;
+    await rec.until(() => rec.samples.length === 1, 'the held frame');
+    expect(rec.samples[0]!.origin).toBe('held-0001.jpg');
+    expect(rec.samples[0]!.data.equals(jpeg)).toBe(true);
+    expect(rec.rejections).toEqual([]);
+  });
+
   it('takes PNG files too', async () => {
     const dir = await tempDir();
     const { rec } = await startSource(dir);

@@ -86,6 +86,7 @@ function harness(options: { engine?: Engine | undefined; sinkFails?: boolean; bu
   };
   const metrics = new Metrics({ processMetrics: false });
   const engine = 'engine' in options ? options.engine : brightnessEngine();
+  const storeErrors: number[] = [];
   const pipeline = new Pipeline({
     name: 'p',
     config: {
@@ -102,9 +103,10 @@ function harness(options: { engine?: Engine | undefined; sinkFails?: boolean; bu
     publisher,
     metrics,
     inputError: (sample, reason) => metrics.inputErrors.inc({ source: sample.source, reason }),
+    onStoreError: () => storeErrors.push(Date.now()),
     log: silentLogger(),
   });
-  return { pipeline, results, alerts, published, metrics };
+  return { pipeline, results, alerts, published, metrics, storeErrors };
 }
 
 let n = 0;
@@ -206,6 +208,8 @@ describe('Pipeline', () => {
     await full.pipeline.idle();
     expect(full.pipeline.snapshot().dropped).toEqual({ store_error: 1 });
     expect(full.published).toHaveLength(0); // nothing is published that was not stored
+    expect(full.storeErrors).toHaveLength(1); // the frame sources are told (runtime/store/write-guard.ts)
+    expect(broken.storeErrors).toHaveLength(0);
   });
 
   it('drops a frame that arrived longer ago than the budget', async () => {

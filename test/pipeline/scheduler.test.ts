@@ -86,6 +86,33 @@ describe('FrameScheduler', () => {
     expect(s.next(6001)?.id).toBe('cam1@6000');
   });
 
+  it('keeps a model that is slow every time confirmed across windows: one frame per expired window, not every frame late', () => {
+    const { s, drops } = scheduler(100);
+    let t = 0;
+    let served = 0;
+    // 0.5 frames/s for 60 s against a model that always takes 150 ms.
+    for (let i = 0; i < 30; i++, t += 2_000) {
+      s.offer(frame('cam1', t));
+      const f = s.next(t + 1);
+      if (f) {
+        served++;
+        s.observeService(150, t + 151);
+      }
+    }
+    // The first three are measured (unconfirmed), then one per 5 s window at most.
+    expect(served).toBeLessThanOrEqual(3 + Math.ceil(60_000 / 5_000));
+    expect(drops.length).toBe(30 - served);
+    expect(drops.length).toBeGreaterThan(10);
+  });
+
+  it('forgets a confirmed slow model once a frame makes its budget', () => {
+    const { s } = scheduler(100);
+    for (const at of [0, 200, 400]) s.observeService(150, at);
+    expect(s.estimateAt(500)).toBe(150);
+    s.observeService(20, 600);
+    expect(s.estimateAt(700)).toBe(20);
+  });
+
   it('estimates optimistically with the fastest recent service time', () => {
     const { s } = scheduler();
     for (const ms of [12, 8, 30, 9]) s.observeService(ms, 100);
