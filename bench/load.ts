@@ -12,6 +12,10 @@
  *   --size WxH                  frame size (default 640x480); frames are the simulator camera's JPEGs
  *   --pacing even|burst         even (default): frames evenly spaced; burst: autocannon's own
  *                               overallRate, which sends each second's frames at once
+ *   --budget MS                 the latency budget the steps are judged against; with the drill's
+ *                               own daemon also its pipeline's budgetMs (default: read from the
+ *                               config the daemon was started with, 100); with --url, give the
+ *                               pipeline's budgetMs (default 100, which the output says is assumed)
  *   --json FILE                 also write the results as JSON
  * Against a daemon of your own instead of the one the drill starts:
  *   --url OPS_URL               its ops server (/metrics, /api/v1/status), e.g. http://127.0.0.1:8470
@@ -23,13 +27,17 @@
  *   --telemetry-source NAME     the source whose readings to count (default: every source)
  * The daemon the drill starts itself (brokers, upstream receiver) is bench/chaos/rig.ts; with it
  * the latency percentiles are exact (from every stored result), with --url they are estimated from
- * the vigil_latency_seconds histogram.
+ * the vigil_latency_seconds histogram. Telemetry is published with mqtt.js (QoS 1, paced per 10 ms),
+ * not autocannon, which speaks HTTP only. SIGINT or SIGTERM stops the load and the drill's own
+ * daemon and brokers before exiting.
  */
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parse as parseYaml } from 'yaml';
 import { machine, sleep } from './chaos/drill.js';
+import { cleanUpOnSignals, interrupted, onInterrupt } from './chaos/interrupt.js';
 import { fetchStatus } from './daemon-process.js';
 import { FrameRun, renderFramePool, type FramePool, type Pacing } from './chaos/frames.js';
 import {
@@ -39,7 +47,7 @@ import {
   histogramWindow,
   percentile,
 } from './chaos/prom.js';
-import { ChaosRig, LINE, PIPELINE } from './chaos/rig.js';
+import { ChaosRig, DEFAULT_BUDGET_MS, LINE, PIPELINE } from './chaos/rig.js';
 import { READINGS_PER_MESSAGE, TelemetryDriver } from './chaos/telemetry.js';
 import type { UpstreamReceiver } from '../test/helpers/upstream-receiver.js';
 
@@ -50,6 +58,12 @@ export interface LoadOptions {
   width: number;
   height: number;
   pacing: Pacing;
+  /**
+   * The latency budget (ms) the steps are judged against. With the drill's own daemon it is also
+   * the pipeline's budgetMs; absent, the budget is read from the config that daemon was started
+   * with. With an existing daemon, absent means 100 ms, assumed (the daemon does not show it).
+   */
+  budgetMs?: number;
   /** An existing daemon; absent: the drill starts its own (ChaosRig). */
   external?: {
     opsUrl: string;
@@ -121,6 +135,8 @@ export interface LoadResult {
   machine: ReturnType<typeof machine>;
   options: Omit<LoadOptions, 'say'>;
   budgetMs: number;
+  /** Where budgetMs comes from: --budget, the started daemon's config, or assumed (100 ms). */
+  budgetFrom: 'option' | 'daemon config' | 'assumed';
   pipeline: string;
   frameBytes: number;
   steps: LoadStep[];
@@ -149,11 +165,24 @@ async function settleStep(opsUrl: string, pipeline: string, timeoutMs: number): 
   }
 }
 
+/** pipelines.<pipeline>.budgetMs of a config file (the schema's default, 100, when absent). */
+async function configuredBudget(configFile: string, pipeline: string): Promise<number> {
+  const config = parseYaml(await readFile(configFile, 'utf8')) as {
+    pipelines?: Record<string, { budgetMs?: number }>;
+  };
+  return config.pipelines?.[pipeline]?.budgetMs ?? DEFAULT_BUDGET_MS;
+}
+
 export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   const say = o.say;
   const pool: FramePool = await renderFramePool(24, o.width, o.height);
   let rig: ChaosRig | undefined;
   let telemetry: TelemetryDriver | undefined;
+  // Interrupted (SIGINT/SIGTERM): the daemon and brokers are child processes; stop them.
+  const forget = onInterrupt(async () => {
+    await telemetry?.close().catch(() => undefined);
+    await rig?.stop();
+  });
   try {
     let opsUrl: string;
     let cameraUrl: string;
@@ -163,7 +192,10 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       ({ opsUrl, cameraUrl, mqttUrl } = o.external);
     } else {
       say('load: starting brokers and vigil run');
-      rig = await ChaosRig.start({ logLevel: 'warn' });
+      rig = await ChaosRig.start({
+        logLevel: 'warn',
+        ...(o.budgetMs !== undefined ? { budgetMs: o.budgetMs } : {}),
+      });
       opsUrl = rig.opsUrl;
       cameraUrl = rig.cameraUrl;
       mqttUrl = rig.plant.url;
@@ -188,9 +220,24 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       assets: 8,
       topicPrefix: o.external?.topic ?? 'plant',
     });
-    // The budget the percentiles are judged against: the pipeline's budgetMs, which the daemon
-    // only shows through its budget counter; the drill's own daemon uses the default of 100 ms.
-    const budgetMs = 100;
+    // The budget the percentiles are judged against: the pipeline's budgetMs. The daemon shows it
+    // only through its budget counter, so it is read from the config the drill started it with.
+    let budgetMs: number;
+    let budgetFrom: LoadResult['budgetFrom'];
+    if (rig) {
+      budgetMs = await configuredBudget(rig.configFile, pipeline);
+      budgetFrom = o.budgetMs !== undefined ? 'option' : 'daemon config';
+    } else if (o.budgetMs !== undefined) {
+      budgetMs = o.budgetMs;
+      budgetFrom = 'option';
+    } else {
+      budgetMs = DEFAULT_BUDGET_MS;
+      budgetFrom = 'assumed';
+      say(
+        `load: judging against a budget of ${budgetMs} ms, assumed: the daemon does not show its pipelines' ` +
+          `budgetMs; give ${pipeline}'s with --budget MS`,
+      );
+    }
     say(`load: warming up for 3 s at ${o.rates[0]} frames/s`);
     const warm = new FrameRun({
       url: cameraUrl,
@@ -216,7 +263,8 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
         url: cameraUrl,
         rate,
         pool,
-        idPrefix: `load-${process.pid}-r${rate}`,
+        // The step's index too: two steps at the same rate must not pool their results.
+        idPrefix: `load-${process.pid}-s${i + 1}-r${rate}`,
         pacing: o.pacing,
       });
       if (telemetryRate > 0) telemetry.start(telemetryRate);
@@ -348,6 +396,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
       machine: machine(),
       options: { ...o, say: undefined } as unknown as Omit<LoadOptions, 'say'>,
       budgetMs,
+      budgetFrom,
       pipeline,
       frameBytes: pool.meanBytes,
       steps,
@@ -355,6 +404,7 @@ export async function runLoad(o: LoadOptions): Promise<LoadResult> {
   } finally {
     await telemetry?.close().catch(() => undefined);
     await rig?.stop();
+    forget();
   }
 }
 
@@ -378,7 +428,7 @@ export function formatLoad(r: LoadResult): string {
   const m = r.machine;
   const out = [
     `machine: ${m.cpu}, ${m.cores} cores, ${m.ramGiB} GiB RAM, ${m.os}, Node ${m.node}, load average ${m.loadAvg1m} at the end`,
-    `pipeline ${r.pipeline}, budget ${r.budgetMs} ms, frames ${r.options.width}x${r.options.height} JPEG (~${Math.round(r.frameBytes / 1024)} KiB), ` +
+    `pipeline ${r.pipeline}, budget ${r.budgetMs} ms (${r.budgetFrom === 'assumed' ? 'assumed: give it with --budget' : `from the ${r.budgetFrom}`}), frames ${r.options.width}x${r.options.height} JPEG (~${Math.round(r.frameBytes / 1024)} KiB), ` +
       `${r.options.pacing} pacing, ${r.options.stepS} s per step; latency = frame arrival to result stored ` +
       `(${r.steps[0]?.frames.latencyMs.exact ? 'exact, from every stored result' : 'estimated from the vigil_latency_seconds histogram'})`,
     '',
@@ -404,11 +454,42 @@ function value(args: string[], name: string): string | undefined {
   return i >= 0 ? args[i + 1] : undefined;
 }
 
+const OPTIONS = [
+  '--rates',
+  '--telemetry-rates',
+  '--step',
+  '--size',
+  '--pacing',
+  '--budget',
+  '--json',
+  '--url',
+  '--camera-url',
+  '--mqtt-url',
+  '--topic',
+  '--pipeline',
+  '--telemetry-source',
+];
+
+/** Every argument is `--option value`: a misspelt option (or --duration for --step) fails instead of being ignored. */
+function checkOptions(args: string[]): void {
+  for (let i = 0; i < args.length; i += 2) {
+    if (!OPTIONS.includes(args[i]!))
+      throw new Error(`unknown option ${args[i]}: the load drill takes ${OPTIONS.join(', ')}`);
+    if (args[i + 1] === undefined) throw new Error(`${args[i]} needs a value`);
+  }
+}
+
 function list(text: string, name: string): number[] {
   const xs = text.split(',').map((x) => Number(x.trim()));
   if (xs.length === 0 || xs.some((x) => !Number.isFinite(x) || x < 0))
     throw new Error(`${name} takes numbers like 5,10,20`);
   return xs;
+}
+
+function positive(text: string, name: string): number {
+  const n = Number(text);
+  if (!(n > 0)) throw new Error(`${name} takes a number of seconds above 0, not ${text}`);
+  return n;
 }
 
 const started = Date.now();
@@ -419,6 +500,7 @@ export function parseLoadArgs(
   args: string[],
   say: (l: string) => void = progress,
 ): LoadOptions & { json?: string } {
+  checkOptions(args);
   const rates = list(value(args, '--rates') ?? '5,10,20,40,80', '--rates');
   const telemetryRates = value(args, '--telemetry-rates')
     ? list(value(args, '--telemetry-rates')!, '--telemetry-rates')
@@ -429,13 +511,17 @@ export function parseLoadArgs(
   if (pacing !== 'even' && pacing !== 'burst') throw new Error('--pacing takes even or burst');
   const url = value(args, '--url');
   const json = value(args, '--json');
+  const budget = value(args, '--budget');
+  if (budget !== undefined && !(Number(budget) > 0))
+    throw new Error(`--budget takes the latency budget in milliseconds, e.g. 100, not ${budget}`);
   return {
     rates,
     telemetryRates,
-    stepS: Number(value(args, '--step') ?? 10),
+    stepS: positive(value(args, '--step') ?? '10', '--step'),
     width: Number(size[1]),
     height: Number(size[2]),
     pacing,
+    ...(budget !== undefined ? { budgetMs: Number(budget) } : {}),
     ...(url
       ? {
           external: {
@@ -457,6 +543,7 @@ export function parseLoadArgs(
 
 async function main(): Promise<void> {
   const o = parseLoadArgs(process.argv.slice(2));
+  cleanUpOnSignals((line) => console.error(`\nload: ${line}`));
   const r = await runLoad(o);
   console.log('');
   console.log(formatLoad(r));
@@ -468,6 +555,8 @@ async function main(): Promise<void> {
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   main().catch((err: unknown) => {
+    // Interrupted: the signal handler exits (130/143) once it has undone what was started.
+    if (interrupted()) return;
     console.error(err instanceof Error ? err.message : err);
     process.exit(1);
   });

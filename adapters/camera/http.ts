@@ -29,6 +29,8 @@ const MAX_ORIGIN_LENGTH = 200;
 const STOP_GRACE_MS = 1000;
 /** Retry-After of a 503 while the store refuses writes: when the store is probed again. */
 const STORE_RETRY_AFTER_S = STORE_PROBE_INTERVAL_MS / 1000;
+const STORE_REFUSING_MESSAGE =
+  'the gateway cannot store results right now (is its disk full?); send the frame again later';
 
 /**
  * Frames POSTed over HTTP: `POST <path>` with the encoded JPEG or PNG as the body. Answers 202
@@ -170,14 +172,7 @@ export class HttpCameraSource implements Source {
     if (this.ctx.storeRefusing?.()) {
       // A frame taken now could only be dropped: the camera keeps it and sends it again.
       res.setHeader('Retry-After', String(STORE_RETRY_AFTER_S));
-      return this.refuse(
-        req,
-        res,
-        503,
-        'store_unavailable',
-        'the gateway cannot store results right now (is its disk full?); send the frame again later',
-        origin,
-      );
+      return this.refuse(req, res, 503, 'store_unavailable', STORE_REFUSING_MESSAGE, origin);
     }
     const mediaType = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
     if (!ACCEPTED_TYPES.has(mediaType)) {
@@ -245,6 +240,11 @@ export class HttpCameraSource implements Source {
           'the body is not a JPEG or PNG image (unrecognised first bytes)',
           origin,
         );
+      }
+      // The store may have failed while the body was arriving.
+      if (this.ctx.storeRefusing?.()) {
+        res.setHeader('Retry-After', String(STORE_RETRY_AFTER_S));
+        return this.refuse(req, res, 503, 'store_unavailable', STORE_REFUSING_MESSAGE, origin);
       }
       const given = clientId(req);
       const id = given ?? uuidv7();

@@ -1,6 +1,7 @@
 import os from 'node:os';
 import { FrameRun, renderFramePool, type FramePool, type FrameRunSummary } from './frames.js';
-import { computeLedger, ledgerFailures, settle, type Ledger } from './ledger.js';
+import { interrupted, onInterrupt } from './interrupt.js';
+import { computeLedger, ledgerFailures, settle, type Allowances, type Ledger } from './ledger.js';
 import { histogramQuantile, histogramWindow, type MetricsScrape } from './prom.js';
 import { ChaosRig, PIPELINE, type RigOptions } from './rig.js';
 import type { DaemonExit, LogSummaryLine } from '../daemon-process.js';
@@ -59,6 +60,11 @@ export interface DrillContext {
   corrupt: CorruptOutcome[];
   /** Things the scenario found that must never happen. */
   failures: string[];
+  /**
+   * Losses the scenario declares unavoidable, each with its bound and reason (ledger.ts): the
+   * report shows them as lost and names the allowance; anything beyond fails the drill.
+   */
+  allowances: Allowances;
   /**
    * Marks the end of a phase for the latency windows (a /metrics scrape): the window from the
    * previous mark to this one gets this name. The runner marks `warm-up` before inject(),
@@ -133,7 +139,15 @@ export function machine(): DrillReport['machine'] {
   };
 }
 
-export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+/**
+ * Waits `ms`; throws if the process was interrupted meanwhile (bench/chaos/interrupt.ts), so that
+ * a drill being undone does not go on to its next step: restart a broker, fill a disk.
+ */
+export async function sleep(ms: number): Promise<void> {
+  await new Promise<void>((r) => setTimeout(r, ms));
+  const signal = interrupted();
+  if (signal) throw new Error(`interrupted by ${signal}`);
+}
 
 /** Seconds since `t0` (ms), to 0.01 s. */
 export const secondsSince = (t0: number) => Math.round((Date.now() - t0) / 10) / 100;
@@ -163,10 +177,20 @@ export async function waitSeconds(
 export async function runDrill(scenario: Scenario, options: DrillOptions): Promise<DrillReport> {
   const t0 = Date.now();
   const say = options.say;
+  if (interrupted()) throw new Error(`interrupted by ${interrupted()}`);
   const prepared = (await scenario.prepare?.(options)) ?? {};
   let rig: ChaosRig | undefined;
   let telemetry: TelemetryDriver | undefined;
   let frames: FrameRun | undefined;
+  // What the finally below undoes, also run on SIGINT/SIGTERM (bench/chaos/interrupt.ts), which
+  // a finally does not see: the tmpfs, the ballast and the child processes would stay behind.
+  const undo = async () => {
+    if (frames) await frames.stop().catch(() => undefined);
+    await telemetry?.close().catch(() => undefined);
+    await rig?.stop().catch(() => undefined);
+    await prepared.cleanup?.().catch(() => undefined);
+  };
+  const forget = onInterrupt(undo);
   try {
     say(`${scenario.name}: rendering frames, starting brokers and vigil run`);
     const pool = await renderFramePool(24, options.width, options.height);
@@ -184,6 +208,7 @@ export async function runDrill(scenario: Scenario, options: DrillOptions): Promi
       fault: {},
       corrupt: [],
       failures: [],
+      allowances: {},
       mark: async (phase) => {
         marks.push({ phase, scrape: await r.metrics() });
       },
@@ -220,6 +245,7 @@ export async function runDrill(scenario: Scenario, options: DrillOptions): Promi
       corrupt: ctx.corrupt,
       telemetry,
       withOpcua: prepared.withOpcua ?? false,
+      allowances: ctx.allowances,
     });
     scenario.review?.(ctx, ledger);
     const status = await rig.status();
@@ -262,10 +288,8 @@ export async function runDrill(scenario: Scenario, options: DrillOptions): Promi
     report.wallS = secondsSince(t0);
     return report;
   } finally {
-    if (frames) await frames.stop().catch(() => undefined);
-    await telemetry?.close().catch(() => undefined);
-    await rig?.stop().catch(() => undefined);
-    await prepared.cleanup?.().catch(() => undefined);
+    await undo();
+    forget();
   }
 }
 

@@ -26,22 +26,32 @@ export function formatDrill(r: DrillReport): string {
   );
   out.push('');
   out.push(
-    '| data | sent | accepted | refused (reason) | stored | dropped after accept (reason) | delivered | lost |',
+    '| data | sent | accepted | refused (reason) | stored | dropped by policy (reason) | lost after accept (reason) | delivered | lost |',
   );
-  out.push('|---|---|---|---|---|---|---|---|');
+  out.push('|---|---|---|---|---|---|---|---|---|');
   const f = r.ledger.frames;
+  const unaccounted = f.unaccounted !== 0 ? `; neither stored nor counted: ${f.unaccounted}` : '';
+  const allowed = f.allowance
+    ? ` (allowed: ${f.allowed} of at most ${f.allowance.max}, ${f.allowance.reasons.join('/')}: ${f.allowance.why})`
+    : '';
   out.push(
-    `| frames (HTTP) | ${f.sent} | ${f.acceptedByDaemon} | ${fmt(f.refused)} | ${f.stored} | ${fmt(f.droppedAfterAccept)} | ${f.delivered} | ${f.lost} |`,
+    `| frames (HTTP) | ${f.sent} | ${f.acceptedByDaemon} | ${fmt(f.refused)} | ${f.stored} | ${fmt(f.droppedByPolicy)} | ` +
+      `${fmt(f.lostAfterAccept)} | ${f.delivered} | ${f.lost}${unaccounted}${allowed} |`,
   );
   for (const x of r.ledger.readings) {
-    const other = x.notReceived === null ? '' : `; not received from the other side: ${x.notReceived}`;
+    let other = '';
+    if (x.notReceived !== null) {
+      other = `; not received from the other side: ${x.notReceived}`;
+      if (x.ackedNotStored !== null) other += `, acknowledged messages not stored: ${x.ackedNotStored}`;
+      if (x.brokerLossAllowed) other += ` (allowed: ${x.brokerLossAllowed})`;
+    }
     out.push(
-      `| readings (${x.source}) | ${fmt(x.sent)} | ${x.accepted} | ${fmt(x.refused)} | ${x.stored} | ${x.dropped} | ${x.delivered} | ${x.lost}${other} |`,
+      `| readings (${x.source}) | ${fmt(x.sent)} | ${x.accepted} | ${fmt(x.refused)} | ${x.stored} | — | ${fmt(x.lostAfterAccept)} | ${x.delivered} | ${x.lost}${other} |`,
     );
   }
   const a = r.ledger.alerts;
   out.push(
-    `| alerts | — | — | — | ${a.stored} | — | upstream ${a.deliveredUpstream}, plant consumer ${a.deliveredLocal} (+${a.duplicatesLocal} re-sent copies), outbox left ${a.outboxLeft} | ${a.lost} |`,
+    `| alerts | — | — | — | ${a.stored} | — | — | upstream ${a.deliveredUpstream}, plant consumer ${a.deliveredLocal} (+${a.duplicatesLocal} re-sent copies), outbox left ${a.outboxLeft} | ${a.lost} |`,
   );
   out.push('');
   out.push('| recovery | seconds |');
@@ -74,7 +84,9 @@ export function formatDrill(r: DrillReport): string {
     out.push('');
     out.push('daemon log, warn and worse (numbers masked as N):');
     for (const l of r.daemon.log)
-      out.push(`  ${String(l.count).padStart(5)} x ${l.level}: ${l.msg.slice(0, 220)}`);
+      out.push(
+        `  ${String(l.count).padStart(5)} x ${l.level}: ${l.msg.slice(0, 220).replace(/\s*\n\s*/g, ' / ')}`,
+      );
   }
   if (r.failures.length > 0) {
     out.push('');

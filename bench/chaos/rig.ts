@@ -14,6 +14,7 @@ import {
   type DaemonExit,
   type DaemonStatus,
 } from '../daemon-process.js';
+import { onInterrupt } from './interrupt.js';
 import { MetricsScrape } from './prom.js';
 
 /**
@@ -37,6 +38,13 @@ export const CAMERA = 'cam';
 export const LINE = 'line';
 export const PLC = 'plc';
 export const TOPIC_PREFIX = 'vigil';
+/**
+ * Frames the pipeline processes at once (pipelines.<name>.concurrency, the default). With the
+ * one pending slot of the camera, the most frames the gateway holds after their 202.
+ */
+export const PIPELINE_CONCURRENCY = 2;
+/** The pipeline's budget unless RigOptions.budgetMs says otherwise (ms). */
+export const DEFAULT_BUDGET_MS = 100;
 const MIB = 1024 * 1024;
 
 export interface RigOptions {
@@ -74,8 +82,10 @@ export class ChaosRig {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'vigil-chaos-'));
     const cleanups: Array<() => Promise<unknown>> = [() => rm(dir, { recursive: true, force: true })];
     const undo = async () => {
-      for (const c of cleanups.reverse()) await c().catch(() => undefined);
+      for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
     };
+    // Interrupted while starting: stop what was started so far (bench/chaos/interrupt.ts).
+    const forget = onInterrupt(undo);
     try {
       // Brokers that keep every queued message: Mosquitto's default of 1000 per session would be
       // the broker's loss, not the gateway's.
@@ -133,11 +143,18 @@ export class ChaosRig {
     } catch (err) {
       await undo();
       throw err;
+    } finally {
+      forget();
     }
   }
 
   get opsUrl(): string {
     return this.daemon.opsUrl;
+  }
+
+  /** The config file `vigil run` was started with. */
+  get configFile(): string {
+    return path.join(this.dir, 'vigil.yaml');
   }
 
   status(): Promise<DaemonStatus | undefined> {
@@ -228,6 +245,13 @@ function rigConfig(
     shutdown: { timeoutSeconds: 10 },
     models: { defect: { package: path.join(repoRoot(), 'models/defect/packages/defect-int8-onnx') } },
     sources,
-    pipelines: { [PIPELINE]: { sources: [CAMERA], model: 'defect', budgetMs: o.budgetMs ?? 100 } },
+    pipelines: {
+      [PIPELINE]: {
+        sources: [CAMERA],
+        model: 'defect',
+        budgetMs: o.budgetMs ?? DEFAULT_BUDGET_MS,
+        concurrency: PIPELINE_CONCURRENCY,
+      },
+    },
   };
 }

@@ -125,10 +125,13 @@ export class TelemetryDriver {
   async stop(waitMs = 30_000): Promise<void> {
     this.stopTimer();
     if (this.pending === 0) return;
+    let timer: NodeJS.Timeout | undefined;
     await Promise.race([
       new Promise<void>((r) => this.drained.push(r)),
-      new Promise((r) => setTimeout(r, waitMs)),
+      new Promise<void>((r) => (timer = setTimeout(r, waitMs))),
     ]);
+    // The wait is over either way: a timer left running would keep the process alive for waitMs.
+    clearTimeout(timer);
   }
 
   async close(): Promise<void> {

@@ -17,6 +17,8 @@ import { promisify } from 'node:util';
 const run = promisify(execFile);
 const MIB = 1024 * 1024;
 const BALLAST = '.chaos-ballast';
+/** statfs f_type of a tmpfs (linux/magic.h). */
+const TMPFS_MAGIC = 0x01021994;
 
 export class SmallDisk {
   private ballastBytes = 0;
@@ -59,6 +61,7 @@ export class SmallDisk {
    * bytes left. Writes that run into ENOSPC simply stop the filling: that is the goal.
    */
   async fill(leaveBytes = 0): Promise<number> {
+    this.assertMounted();
     const fh = await open(path.join(this.dir, BALLAST), 'a');
     try {
       for (;;) {
@@ -79,6 +82,20 @@ export class SmallDisk {
       await fh.close();
     }
     return this.freeBytes();
+  }
+
+  /**
+   * Throws unless `dir` is still the small tmpfs mount() made: once it is unmounted (an
+   * interrupted drill being undone), the folder is on the real disk, and filling that would fill
+   * the machine's own disk.
+   */
+  private assertMounted(): void {
+    const s = statfsSync(this.dir);
+    const size = Number(s.blocks) * Number(s.bsize);
+    if (s.type !== TMPFS_MAGIC || size > (this.sizeMiB + 1) * MIB)
+      throw new Error(
+        `${this.dir} is no longer the ${this.sizeMiB} MiB tmpfs the drill mounted: not filling it`,
+      );
   }
 
   /** Deletes the ballast: the space is back. */

@@ -43,6 +43,9 @@ export function freeLoopbackPort(): Promise<number> {
   });
 }
 
+/** How long a broker sent SIGTERM may take to save and exit before it gets SIGKILL. */
+const SIGTERM_GRACE_MS = 5_000;
+
 function accepts(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect({ host: '127.0.0.1', port });
@@ -113,11 +116,19 @@ export class ChaosBroker {
     return this.log;
   }
 
-  /** Kills the broker (SIGKILL by default: no goodbye to its clients, no final save) and waits for it to exit. */
+  /**
+   * Kills the broker (SIGKILL by default: no goodbye to its clients, no final save) and waits for
+   * it to exit. SIGTERM lets it save its persistence and close its clients' connections; one
+   * that has not exited after SIGTERM_GRACE_MS gets SIGKILL, so the wait always ends.
+   */
   async kill(signal: 'SIGKILL' | 'SIGTERM' = 'SIGKILL'): Promise<void> {
     if (!this.running) return;
-    this.child!.kill(signal);
+    const child = this.child!;
+    child.kill(signal);
+    const timer =
+      signal === 'SIGTERM' ? setTimeout(() => child.kill('SIGKILL'), SIGTERM_GRACE_MS) : undefined;
     await this.exited;
+    clearTimeout(timer);
   }
 
   /** Starts the broker again on the same port with the same persistence; resolves once it accepts connections. */
@@ -128,12 +139,7 @@ export class ChaosBroker {
 
   /** Stops the broker for good and removes its config folder (not the caller's data folder). */
   async stop(): Promise<void> {
-    if (this.running) {
-      this.child!.kill('SIGTERM');
-      const timer = setTimeout(() => this.child?.kill('SIGKILL'), 5_000);
-      await this.exited;
-      clearTimeout(timer);
-    }
+    await this.kill('SIGTERM');
     await rm(this.configDir, { recursive: true, force: true });
   }
 

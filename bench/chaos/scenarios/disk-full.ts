@@ -2,7 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { SmallDisk } from '../../../simulator/chaos/disk.js';
-import { LINE, PIPELINE } from '../rig.js';
+import { LINE, PIPELINE, PIPELINE_CONCURRENCY } from '../rig.js';
 import { sleep, waitSeconds, type DrillContext, type Scenario } from '../drill.js';
 import type { Ledger } from '../ledger.js';
 import type { MetricsScrape } from '../prom.js';
@@ -12,9 +12,14 @@ import type { MetricsScrape } from '../prom.js';
  * (`DISK_MIB`), and a ballast file takes every free byte for `durationS`, then is deleted. SQLite
  * gets real ENOSPC from the kernel. What the store does then is what docs/STORE-AND-FORWARD.md
  * promises: below store.minFreeDiskMiB it stops growing and makes room by evicting the oldest
- * delivered rows; a write that still cannot get space fails (SQLITE_FULL) and is counted: a
- * frame's result as a `store_error` drop, a batch of readings kept in memory and retried (an MQTT
- * QoS 1 source is not acknowledged, so its broker keeps the messages).
+ * delivered rows; a write that still cannot get space fails (SQLITE_FULL). A batch of readings is
+ * then kept in memory and retried (an MQTT QoS 1 source is not acknowledged, so its broker keeps
+ * the messages). A frame's result is dropped as `store_error`, and from then on the camera
+ * refuses frames (503 store_unavailable) until a probe write of the store succeeds.
+ *
+ * The frames the gateway had already taken when its first write failed are lost: their 202 was
+ * answered before it could know. The drill allows that many and no more (FRAMES_HELD), and the
+ * report shows them as lost with the allowance named.
  *
  * Recovery (seconds from the release of the space): `storing` (a frame's result stored again)
  * and `readingsCaughtUp` (nothing waits in memory for the store: vigil_readings_pending 0 and
@@ -23,6 +28,11 @@ import type { MetricsScrape } from '../prom.js';
 
 const DISK_MIB = 24;
 const FLOOR_MIB = 4;
+/**
+ * The most frames the gateway holds after their 202: `concurrency` being processed, and the one
+ * pending slot of the camera (the scheduler keeps one waiting frame per source).
+ */
+const FRAMES_HELD = PIPELINE_CONCURRENCY + 1;
 
 export function diskFull(): Scenario {
   let disk: SmallDisk | undefined;
@@ -49,6 +59,13 @@ export function diskFull(): Scenario {
     },
     async inject(ctx) {
       const { rig, options } = ctx;
+      ctx.allowances.framesLostAfterAccept = {
+        max: FRAMES_HELD,
+        reasons: ['store_error'],
+        why:
+          `frames already taken when the first store write failed (pipeline concurrency ${PIPELINE_CONCURRENCY} ` +
+          'plus the one waiting frame of the camera): answered 202 before the gateway could know the disk was full',
+      };
       const before = await rig.metrics();
       const freeBefore = disk!.freeBytes();
       const freeLeft = await disk!.fill(0);

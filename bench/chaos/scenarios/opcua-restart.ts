@@ -12,7 +12,7 @@ import { secondsSince, sleep, waitSeconds, type DrillContext, type Scenario } fr
  * reconnect, and subscribe again. The PLC's `tick` tag counts 200 ms periods, so the ticks the
  * gateway stored show exactly which moments it got: ticks while the server was down were never
  * sent (a known loss at the device side, not accepted, counted apart); a tick missing anywhere
- * else would be lost on the way.
+ * else was lost on the way, and fails the drill.
  *
  * Recovery (seconds from the server's restart): `sourceUp` (the source reports up) and
  * `readingsFlow` (a reading of the PLC accepted after the restart).
@@ -130,7 +130,15 @@ export function opcuaRestart(): Scenario {
       ctx.fault.ticksStored = seen.size;
       ctx.fault.ticksNotSentDuringOutage = inGap;
       ctx.fault.ticksMissingOutsideOutage = elsewhere;
-      if (elsewhere > 0) ctx.fault.ticksMissingOutsideOutageSample = elsewhereSample;
+      if (elsewhere > 0) {
+        ctx.fault.ticksMissingOutsideOutageSample = elsewhereSample;
+        // Outside the outage the server was up and the source subscribed: a tick missing there
+        // was lost on the way (or skipped by the server's sampling, which the drill cannot tell
+        // apart from outside, so it fails either way rather than guess).
+        ctx.failures.push(
+          `${elsewhere} ticks of the PLC missing outside the outage (e.g. ${elsewhereSample.join(', ')})`,
+        );
+      }
       ctx.fault.duplicateTickReadings = ticks.length - seen.size;
     },
   };
