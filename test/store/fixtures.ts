@@ -1,4 +1,6 @@
 import type { Alert, Result } from '../../runtime/pipeline/result.js';
+import type BetterSqlite3 from 'better-sqlite3';
+import { readings } from './helpers.js';
 
 /** A plausible result (and, with `alert: true`, its alert) for store and publisher tests. */
 export function makeResult(
@@ -49,4 +51,16 @@ export function makeResult(
       }
     : undefined;
   return { result, alert };
+}
+
+/**
+ * Writes `count` readings into a database at an old schema version, through the readings
+ * columns every version has had (a migration test's starting rows).
+ */
+export function insertOldReadings(db: BetterSqlite3.Database, count: number): void {
+  const insert = db.prepare(
+    'INSERT INTO readings (source, asset, tag, value, quality, status, source_time, server_time, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+  );
+  for (const r of readings(count))
+    insert.run(r.source, r.asset, r.tag, r.value, r.quality, null, r.sourceTime, null, r.receivedAt);
 }

@@ -7,7 +7,7 @@ import { StoreConfig } from '../../runtime/config/schema.js';
 import { silentLogger } from '../../runtime/log.js';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../runtime/store/schema.js';
 import { Store } from '../../runtime/store/store.js';
-import { makeResult } from './fixtures.js';
+import { insertOldReadings, makeResult } from './fixtures.js';
 import { readings } from './helpers.js';
 
 const cfg = StoreConfig.parse({ path: 'x', retentionHours: 1, minFreeDiskMiB: 0 });
@@ -54,11 +54,7 @@ function createV3(file: string): void {
       n === 1 ? 2 : 0,
     );
   }
-  const insertReading = db.prepare(
-    'INSERT INTO readings (source, asset, tag, value, quality, status, source_time, server_time, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-  );
-  for (const r of readings(3))
-    insertReading.run(r.source, r.asset, r.tag, r.value, r.quality, null, r.sourceTime, null, r.receivedAt);
+  insertOldReadings(db, 3);
   db.close();
 }
 

@@ -9,7 +9,7 @@ import type { DataQualityFlag, Result } from '../../runtime/pipeline/result.js';
 import { MIGRATIONS, SCHEMA_VERSION } from '../../runtime/store/schema.js';
 import { Store } from '../../runtime/store/store.js';
 import type { Reading } from '../../runtime/telemetry/reading.js';
-import { makeResult } from '../store/fixtures.js';
+import { insertOldReadings, makeResult } from '../store/fixtures.js';
 import { readings } from '../store/helpers.js';
 
 // Schema version 5 (trace ids): readings gain trace_id and flags, results payload_sha256 and
@@ -55,11 +55,7 @@ function createV4(file: string): void {
         result.producedAt,
       );
   }
-  const insertReading = db.prepare(
-    'INSERT INTO readings (source, asset, tag, value, quality, status, source_time, server_time, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-  );
-  for (const r of readings(3))
-    insertReading.run(r.source, r.asset, r.tag, r.value, r.quality, null, r.sourceTime, null, r.receivedAt);
+  insertOldReadings(db, 3);
   db.close();
 }
 
